@@ -12,11 +12,11 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	@$(PY) -m ruff check dsseg_core dsseg_ros test bench launch scripts
+	@$(PY) -m ruff check .
 	@$(PY) -m pytest -q
 
 lint: setup
-	@$(PY) -m ruff check dsseg_core dsseg_ros test bench launch scripts
+	@$(PY) -m ruff check .
 
 bench: setup
 	@bash scripts/bench.sh
