@@ -13,7 +13,6 @@ Conventions (see ``docs/ARCHITECTURE.md`` and ``docs/calibration.md``):
   (nuScenes: ``cam.timestamp_s - lidar timestamp_s``); 0 for hardware-synchronised rigs.
 """
 # Matrix names follow the maths (K, D, R, T, P): ruff pep8-naming is relaxed for them.
-# ruff: noqa: N802, N803, N806
 
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ camera-frame z (distance along the optical axis), not the Euclidean range.
 Everything is vectorised numpy; no per-point Python loops.
 """
 # Matrix names follow the maths (K, D, R, T, P): ruff pep8-naming is relaxed for them.
-# ruff: noqa: N802, N803, N806
 
 
 from __future__ import annotations

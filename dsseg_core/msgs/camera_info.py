@@ -48,8 +48,9 @@ def camera_model_from_camera_info(msg: Any, frame_id: str | None = None,
     topic = f'CameraInfo ({name})' if name else 'CameraInfo'
     try:
         width, height = int(msg.width), int(msg.height)
-        k = _floats(msg.k, 'k')
-        d = _floats(msg.d, 'd')
+        # ROS 1 CameraInfo spells the matrices K and D.
+        k = _floats(msg.k if hasattr(msg, 'k') else msg.K, 'k')
+        d = _floats(msg.d if hasattr(msg, 'd') else msg.D, 'd')
         model = str(msg.distortion_model or '')
     except AttributeError as err:
         raise CalibrationError(f'{topic}: not a CameraInfo-like message ({err})') from err

@@ -6,7 +6,6 @@ are summed per class and the largest sum wins; ties go to the smaller class id),
 camera wins". Points seen by no camera (or only on ignored pixels) get ``unknown``.
 """
 # Matrix names follow the maths (K, D, R, T, P): ruff pep8-naming is relaxed for them.
-# ruff: noqa: N802, N803, N806
 
 
 from __future__ import annotations

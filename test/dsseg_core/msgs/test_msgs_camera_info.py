@@ -67,3 +67,22 @@ def test_uncalibrated_camera_errors(flavor: str) -> None:
         camera_model_from_camera_info(info(flavor, width=0))
     with pytest.raises(CalibrationError, match='unknown model'):
         camera_model_from_camera_info(info(flavor, distortion_model='kb_weird'))
+
+
+def test_ros1_camera_info_field_names() -> None:
+    """ROS 1 CameraInfo (rosbags' ROS 1 types) spells the matrices in capitals."""
+    from types import SimpleNamespace
+
+    from dsseg_core.msgs.camera_info import camera_model_from_camera_info
+
+    msg = SimpleNamespace(
+        header=SimpleNamespace(frame_id='cam'), width=640, height=480,
+        distortion_model='plumb_bob', D=[0.1, -0.01, 0.0, 0.0, 0.0],
+        K=[500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0],
+        binning_x=0, binning_y=0,
+        roi=SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False),
+    )
+    model = camera_model_from_camera_info(msg)
+    assert model.K[0, 0] == 500.0 and model.K[1, 2] == 240.0
+    assert model.distortion_model == 'plumb_bob'
+    assert model.D[0] == 0.1
