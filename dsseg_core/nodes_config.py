@@ -23,6 +23,7 @@ __all__ = [
     'RecorderConfig',
     'RunConfig',
     'SegmenterNodeConfig',
+    'StudentParams',
     'UNKNOWN_LABEL',
     'read_only',
     'shipped_config_path',
@@ -97,6 +98,25 @@ class CameraInputConfig(StageConfig):
                                        default='/segmenter/camera_info')
 
 
+class StudentParams(StageConfig):
+    """The cloud labeller's 3D student (``dsseg train-3d``): labels for points no camera sees."""
+
+    path: str = read_only("train-3d run dir or exported .onnx ('' = off: points no camera "
+                          'sees stay unknown)', default='')
+    device: str = read_only("torch device of the student ('cpu', 'cuda', 'cuda:1'; .onnx "
+                            'runs on the CPU)', default='cpu')
+    mode: Literal['fill_unknown', 'replace'] = Field(
+        'fill_unknown', description="'fill_unknown': camera-voted labels where a camera sees "
+        "the point, the student's elsewhere; 'replace': the student labels every point (clouds "
+        'are labelled as they arrive, masks are not waited for)')
+    without_cameras: bool = Field(
+        False, description='label clouds with the student alone while no camera mask '
+        'arrives (camera_timeout_s) or no camera is usable (no CameraInfo)')
+    camera_timeout_s: float = Field(
+        1.0, gt=0.0, description='seconds (wall clock) without any mask after which '
+        'without_cameras starts labelling clouds with the student alone')
+
+
 class CloudLabellerConfig(StageConfig):
     """Section ``cloud_labeller``: PointCloud2 + camera masks -> labelled PointCloud2."""
 
@@ -118,6 +138,7 @@ class CloudLabellerConfig(StageConfig):
                               'ones take no label (off = faster, labels bleed through)')
     min_confidence: float = Field(0.0, ge=0.0, le=1.0,
                                   description='votes below this confidence are ignored')
+    student: StudentParams = Field(default_factory=StudentParams)
     queue_size: int = read_only('worker queue length (drop-oldest)', default=1, ge=1, le=100)
     diagnostics_period_s: float = Field(1.0, gt=0.0, description='/diagnostics period')
     warn_throttle_s: float = Field(5.0, ge=0.0, description='min seconds between repeats '

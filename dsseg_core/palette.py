@@ -65,7 +65,7 @@ def palette(num_classes: int) -> np.ndarray:
         raise ValueError(f'num_classes must be >= 0, got {num_classes}')
     n_base = min(num_classes, len(BASE_COLORS))
     colors = np.empty((num_classes, 3), np.uint8)
-    colors[:n_base] = np.asarray(BASE_COLORS[:n_base], np.uint8)
+    colors[:n_base] = np.asarray(BASE_COLORS[:n_base], np.uint8).reshape(n_base, 3)
     need = num_classes - n_base
     if need > 0:
         # VOC colours after its black 0 entry, skipping any equal to a base colour or to

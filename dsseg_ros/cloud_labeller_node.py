@@ -14,6 +14,13 @@ pattern of int32 -1, as PCL's XYZRGBL ``label``), ``confidence`` float32 (0 when
 and ``rgb`` (packed float32, palette colour; grey when unknown) for RViz. Points with NaN/inf
 coordinates are removed (the output is unorganized).
 
+With ``student.path`` set (a ``dsseg train-3d`` run dir or exported ``.onnx``, loaded at
+start), the 3D student labels the points no camera sees (``student.mode: fill_unknown``; their
+``confidence`` is the student's) or every point (``replace``: clouds are labelled as they
+arrive, without waiting for masks). With ``student.without_cameras`` the student labels
+clouds alone while no mask has arrived for ``student.camera_timeout_s`` or no camera is
+usable. The student runs in the worker thread, like the projection.
+
 Extrinsics ``T_cam_lidar``: the calibration YAML (camera names = YAML keys), or TF between
 the cloud frame and the camera frame (CameraInfo ``frame_id``): ``/tf_static`` (transient
 local) and ``/tf`` when ``tf2_msgs`` is importable (``tf2_ros`` buffer when that is), and/or
@@ -22,22 +29,25 @@ the ``/tf_static`` of a bag (``tf_static_bag``). Intrinsics come from the Camera
 
 from __future__ import annotations
 
+import array
+import functools
 import importlib
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from dsseg_core.errors import CalibrationError, ConfigError, DssegError, MessageError
 from dsseg_core.nodes_config import UNKNOWN_LABEL, CloudLabellerConfig
-from dsseg_core.palette import packed_class_colors
+from dsseg_core.palette import UNKNOWN_COLOR, packed_class_colors
 from dsseg_ros.conversions import (
     camera_model,
     cloud_arrays,
-    cloud_msg,
+    copy_header,
     decode_confidence,
     decode_mask,
     stamp_ns,
@@ -57,6 +67,7 @@ class LabelledCloud:
     labels: np.ndarray       # (N,) int32, -1 unknown
     confidence: np.ndarray   # (N,) float32
     n_views: np.ndarray      # (N,) uint8
+    student: np.ndarray | None = None  # (N,) bool: labelled by the 3D student (None: no student)
 
     def fields(self, num_classes: int | None = None) -> dict[str, np.ndarray]:
         """Columns for :func:`dsseg_ros.conversions.cloud_msg` (label as uint32, rgb packed)."""
@@ -67,14 +78,114 @@ class LabelledCloud:
                 'confidence': self.confidence,
                 'rgb': packed_class_colors(labels, max(num_classes, 0)).view(np.float32)}
 
+    def to_msg(self, header: Any, num_classes: int | None = None,
+               buffer: array.array | None = None) -> PointCloud2:
+        """The labelled PointCloud2 (the layout of :meth:`fields` through ``cloud_msg``).
+
+        Written in one pass into the message's ``array('B')`` buffer: the colour is one
+        table lookup on the uint32 label bits (``-1`` and ids >= ``num_classes`` hit the
+        unknown entry), the seven 4-byte columns are stacked straight into the buffer.
+        ``buffer``: an ``array('B')`` the caller owns, resized and used as the message's data
+        (no fresh multi-MB allocation, whose page faults cost more than the packing); only
+        for a message that is published (serialized) before the buffer is used again.
+        """
+        n = self.xyz.shape[0]
+        labels = np.ascontiguousarray(self.labels, np.int32).reshape(n)
+        if num_classes is None:
+            num_classes = int(labels.max()) + 1 if n else 0
+        num_classes = max(int(num_classes), 0)
+        bits = labels.view(np.uint32)
+        rgb = _rgb_table(num_classes).take(np.minimum(bits, np.uint32(num_classes)))
+        xyz = np.ascontiguousarray(self.xyz, np.float32).view(np.uint32)
+        size = _POINT_STEP * n
+        if buffer is None:
+            buf = array.array('B', [0]) * size
+        else:
+            buf = buffer
+            if len(buf) < size:
+                buf.frombytes(bytes(size - len(buf)))
+            elif len(buf) > size:
+                del buf[size:]
+        table = np.frombuffer(buf, np.uint32).reshape(n, _POINT_STEP // 4)
+        np.stack((xyz[:, 0], xyz[:, 1], xyz[:, 2],
+                  np.asarray(self.intensity, np.float32).reshape(n).view(np.uint32), bits,
+                  np.asarray(self.confidence, np.float32).reshape(n).view(np.uint32), rgb),
+                 axis=1, out=table)
+        msg = PointCloud2(check_fields=True, header=copy_header(header), height=1, width=n,
+                          is_bigendian=sys.byteorder == 'big', point_step=_POINT_STEP,
+                          row_step=_POINT_STEP * n,
+                          is_dense=bool(np.isfinite(self.xyz).all()))
+        msg.fields = [PointField(name=name, offset=4 * i, datatype=datatype, count=1)
+                      for i, (name, datatype) in enumerate(_FIELDS)]
+        msg.data = buf  # check_fields=True: rclpy takes the array('B') without a copy
+        del table
+        return msg
+
+
+_FIELDS = (('x', PointField.FLOAT32), ('y', PointField.FLOAT32), ('z', PointField.FLOAT32),
+           ('intensity', PointField.FLOAT32), ('label', PointField.UINT32),
+           ('confidence', PointField.FLOAT32), ('rgb', PointField.FLOAT32))
+_POINT_STEP = 4 * len(_FIELDS)
+
+
+@functools.lru_cache(maxsize=8)
+def _rgb_table(num_classes: int) -> np.ndarray:
+    """``(num_classes + 1,) uint32`` packed colours; the last entry is the unknown colour."""
+    table = np.empty(num_classes + 1, np.uint32)
+    if num_classes:
+        table[:num_classes] = packed_class_colors(np.arange(num_classes), num_classes)
+    r, g, b = (int(c) for c in UNKNOWN_COLOR)
+    table[num_classes] = (r << 16) | (g << 8) | b
+    table.setflags(write=False)
+    return table
+
+
+STUDENT_MODES = ('fill_unknown', 'replace')
+
 
 def label_cloud(xyz: np.ndarray, intensity: np.ndarray | None, views: list[Any],
                 min_depth: float = 0.5, min_confidence: float = 0.0,
-                use_zbuffer: bool = True) -> LabelledCloud:
+                use_zbuffer: bool = True, *, student: Any | None = None,
+                student_mode: str = 'fill_unknown',
+                ring: np.ndarray | None = None) -> LabelledCloud:
     """Label points from camera views (``CameraView`` list) -- the node's computation, ROS-free.
 
-    ``min_confidence`` drops votes of pixels whose confidence is lower.
+    ``min_confidence`` drops votes of pixels whose confidence is lower. ``student`` (a
+    :func:`dsseg_core.points3d.student.load_student` predictor) labels the whole scan
+    (``predict(xyz, intensity, ring)``); with ``student_mode='fill_unknown'`` its labels and
+    confidences replace those of the points no camera voted for, with ``'replace'`` (or no
+    views) they are the result (the cameras are not projected).
     """
+    if student is not None:
+        if student_mode not in STUDENT_MODES:
+            raise ConfigError(f'student mode {student_mode!r} is not one of '
+                              f'{", ".join(STUDENT_MODES)} (cloud_labeller.student.mode)')
+        if student_mode == 'replace' or not views:
+            labels, conf = student.predict(xyz, intensity, ring)
+            n = xyz.shape[0]
+            inten = (np.zeros(n, np.float32) if intensity is None
+                     else intensity.astype(np.float32, copy=False))
+            return LabelledCloud(xyz, inten, labels.astype(np.int32, copy=False),
+                                 conf.astype(np.float32, copy=False), np.zeros(n, np.uint8),
+                                 labels >= 0)
+    out = _camera_labels(xyz, intensity, views, min_depth, min_confidence, use_zbuffer)
+    if student is not None:
+        unknown = out.labels < 0
+        out.student = np.zeros(out.labels.shape[0], bool)
+        if unknown.any():
+            s_labels, s_conf = student.predict(xyz, intensity, ring)
+            labels = out.labels.copy()
+            conf = out.confidence.copy()
+            labels[unknown] = s_labels[unknown]
+            conf[unknown] = s_conf[unknown]
+            out.student = unknown & (labels >= 0)
+            out.labels, out.confidence = labels, conf
+    return out
+
+
+def _camera_labels(xyz: np.ndarray, intensity: np.ndarray | None, views: list[Any],
+                   min_depth: float, min_confidence: float,
+                   use_zbuffer: bool) -> LabelledCloud:
     from dsseg_core.points3d.transfer import transfer_labels
 
     if min_confidence > 0.0:
@@ -205,6 +316,37 @@ class _Extrinsics:
         self._tf_listener = None
 
 
+def load_cloud_student(path: str, device: str = 'cpu', node_name: str = 'cloud_labeller'
+                       ) -> Any:
+    """The 3D student of ``cloud_labeller.student.path``, or a ConfigError naming it."""
+    from pathlib import Path
+
+    where = f'{node_name}: cloud_labeller.student.path {path!r}'
+    fix = ('; set it to a dsseg train-3d run directory or an exported student .onnx, or to '
+           "'' to leave points no camera sees unknown")
+    if not Path(path).exists():
+        raise ConfigError(f'{where} does not exist{fix}')
+    try:
+        from dsseg_core.points3d.student import load_student
+
+        return load_student(path, device=device)
+    except ImportError as err:
+        raise ConfigError(f'{where}: the 3D student needs torch ({err}); pip install torch '
+                          'or use an exported .onnx') from err
+    except DssegError as err:
+        raise ConfigError(f'{where}: cannot load the 3D student: {err}{fix}') from err
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ConfigError(f'{where} (device {device!r}): cannot load the 3D student: '
+                          f'{type(err).__name__}: {err}{fix}') from err
+
+
+@dataclass
+class _StudentOnly:
+    """A worker item: one cloud labelled by the student alone (no synchronized masks)."""
+
+    cloud: Any
+
+
 class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
     """See the module docstring."""
 
@@ -218,10 +360,29 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         cfg = self.config
         self.num_classes = num_classes
         self.camera_names = list(cfg.cameras)
+        self.student = None
+        self.student_published = 0
+        if cfg.student.path:
+            started = time.monotonic()
+            self.student = load_cloud_student(cfg.student.path, cfg.student.device,
+                                              self.get_name())
+            if self.num_classes is None:
+                self.num_classes = self.student.num_classes
+            elif self.num_classes != self.student.num_classes:
+                self.get_logger().warning(
+                    f'the 3D student {cfg.student.path} has {self.student.num_classes} classes '
+                    f'but the node was given num_classes={self.num_classes}: the class ids of '
+                    'cameras and student must mean the same classes')
+            self.get_logger().info(
+                f'3D student {cfg.student.path} ({self.student.num_classes} classes, '
+                f'{cfg.student.device}) loaded in {time.monotonic() - started:.1f} s; mode '
+                f'{cfg.student.mode}, without_cameras {cfg.student.without_cameras}')
+        self._last_mask_time = time.monotonic()
         self.extrinsics = _Extrinsics(self, cfg)
         self._infos: dict[str, CameraInfo] = {}
         self._info_lock = threading.Lock()
         self.published = 0
+        self._out_buffer = array.array('B')  # reused data of ~/labelled_cloud (worker thread)
         self._last_cloud_stamp = -(2**62)
         # Sync inputs: 0 = cloud, then per camera its mask (and confidence when configured).
         self._slots: list[tuple[str, str]] = [('cloud', '')]
@@ -264,6 +425,13 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
 
     def _offer(self, index: int, msg: Any) -> None:
         stamp = stamp_ns(msg.header)
+        if index == 0 and self.student is not None and self._student_alone():
+            self.worker.submit(_StudentOnly(msg))
+            return
+        if index != 0:
+            self._last_mask_time = time.monotonic()
+            if self.student is not None and self.config.student.mode == 'replace':
+                return  # masks are not used: do not let them pile up in the synchronizer
         if index == 0:
             if stamp < self._last_cloud_stamp - 1_000_000_000:
                 # Time went back (a looping bag, a restarted driver): start pairing afresh.
@@ -271,6 +439,14 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
                 self.sync.reset()
             self._last_cloud_stamp = stamp
         self.sync.add(index, msg, stamp)
+
+    def _student_alone(self) -> bool:
+        """Whether a cloud arriving now is labelled by the student without masks."""
+        student = self.config.student
+        if student.mode == 'replace':
+            return True
+        return student.without_cameras and (
+            time.monotonic() - self._last_mask_time > student.camera_timeout_s)
 
     def _on_matched(self, msgs: list[Any]) -> None:
         self.worker.submit(msgs)
@@ -331,17 +507,25 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
             views.append(CameraView(CameraCalibration(model, t_cam_lidar), mask, conf))
         return views
 
-    def _process(self, msgs: list[Any]) -> None:
+    def _process(self, msgs: list[Any] | _StudentOnly) -> None:
         cfg = self.config
-        cloud = msgs[0]
+        alone = isinstance(msgs, _StudentOnly)
+        cloud = msgs.cloud if alone else msgs[0]
         arrays = cloud_arrays(cloud, self.resolve_topic_name(cfg.cloud_topic))
-        views = self.build_views(msgs)
+        views = [] if alone else self.build_views(msgs)
+        student = self.student
         if not views:
-            return  # already warned: no camera usable
+            if student is None or not (alone or cfg.student.without_cameras):
+                return  # already warned: no camera usable
+            alone = True
         labelled = label_cloud(arrays.xyz, arrays.intensity, views, cfg.min_depth,
-                               cfg.min_confidence, cfg.use_zbuffer)
-        self.pub.publish(cloud_msg(labelled.fields(self.num_classes), cloud.header))
+                               cfg.min_confidence, cfg.use_zbuffer, student=student,
+                               student_mode=cfg.student.mode, ring=arrays.ring)
+        # publish() serializes synchronously, so the buffer is free again for the next cloud.
+        self.pub.publish(labelled.to_msg(cloud.header, self.num_classes, self._out_buffer))
         self.published += 1
+        if alone:
+            self.student_published += 1
 
     def diagnostic_values(self) -> dict[str, str]:
         values = super().diagnostic_values()
@@ -353,6 +537,9 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
             values[f'{key}.dropped'] = str(drops)
             values[f'{key}.pending'] = str(pending)
         values['extrinsics'] = self.extrinsics.source
+        if self.student is not None:
+            values['student'] = f'{self.config.student.path} ({self.config.student.mode})'
+            values['student.published_alone'] = str(self.student_published)
         return values
 
     def on_close(self) -> None:

@@ -49,3 +49,10 @@ def test_blend_overlay_weights_and_keeps_unlabelled_pixels() -> None:
     np.testing.assert_array_equal(blend_overlay(rgb, mask, alpha=0.0), rgb)
     with pytest.raises(ValueError, match='sizes differ'):
         blend_overlay(rgb, mask[:1])
+
+
+def test_zero_classes_gives_an_empty_palette() -> None:
+    from dsseg_core.palette import packed_class_colors, palette
+
+    assert palette(0).shape == (0, 3)
+    assert packed_class_colors(np.array([-1, -1]), 0).shape == (2,)
