@@ -34,7 +34,7 @@ setup(
     extras_require={
         # torch itself is pinned by requirements/ci.txt (CPU wheel); timm and open_clip are
         # installed with --no-deps on CPU machines, where no torchvision wheel exists.
-        'ml': ['torch>=2.1', 'onnx>=1.15', 'onnxruntime>=1.17'],
+        'ml': ['torch>=2.1', 'timm>=1.0', 'onnx>=1.15', 'onnxruntime>=1.17'],
         'open3d': ['open3d-cpu>=0.18'],
         # ROS 2 Kilted wheels for machines without a system ROS install. On a car, rclpy and
         # the message packages come from /opt/ros instead: never install this extra there.
