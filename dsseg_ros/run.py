@@ -150,7 +150,7 @@ def _ros_args(config: str | None, params: dict[str, Any]) -> list[str]:
 def build_pipeline(context: Context, config: str | None = None, *, replay: str | None = None,
                    model: str | None = None, rate: float | None = None,
                    record: str | None = None, loop: bool = False,
-                   predictor: Any = None) -> list[Node]:
+                   predictor: Any = None, student: str | None = None) -> list[Node]:
     """Create the nodes ``dsseg run`` runs (see module docstring); ``predictor`` for tests."""
     from dsseg_ros.bag_player_node import BagPlayerNode, RecorderNode
     from dsseg_ros.cloud_labeller_node import CloudLabellerNode
@@ -166,7 +166,7 @@ def build_pipeline(context: Context, config: str | None = None, *, replay: str |
                                        parameter_overrides=list(sim), predictor=predictor))
         num_classes = getattr(nodes[0].predictor, 'num_classes', None) if nodes else None
         if run_cfg.cloud_labeller:
-            params: dict[str, Any] = {}
+            params: dict[str, Any] = {'cloud_labeller.student.path': student}
             lab = load_config(CloudLabellerConfig, config, section='cloud_labeller')
             tf_msgs = importlib.util.find_spec('tf2_msgs') is not None
             if replay and not tf_msgs and not lab.tf_static_bag and not (
@@ -216,7 +216,8 @@ def run_pipeline(config: str | None = None, *, replay: str | None = None,
                  model: str | None = None, rate: float | None = None,
                  record: str | None = None, loop: bool = False,
                  duration_s: float | None = None, settle_s: float = 1.0,
-                 predictor: Any = None, args: Sequence[str] | None = None) -> PipelineResult:
+                 predictor: Any = None, args: Sequence[str] | None = None,
+                 student: str | None = None) -> PipelineResult:
     """Run the pipeline until Ctrl-C, ``duration_s``, or the end of the replayed bag.
 
     At the end of a replay the nodes get ``settle_s`` seconds to finish the last frames.
@@ -230,7 +231,8 @@ def run_pipeline(config: str | None = None, *, replay: str | None = None,
     executor = None
     try:
         nodes = build_pipeline(context, config, replay=replay, model=model, rate=rate,
-                               record=record, loop=loop, predictor=predictor)
+                               record=record, loop=loop, predictor=predictor,
+                               student=student)
         executor = MultiThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)

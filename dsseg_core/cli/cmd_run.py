@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--replay', metavar='BAG', help='play this bag (with /clock)')
     parser.add_argument('--model', metavar='PATH',
                         help='checkpoint run dir or .onnx (overrides segmenter.model.path)')
+    parser.add_argument('--student', metavar='PATH',
+                        help='3D student run dir or .onnx for points no camera sees '
+                             '(overrides cloud_labeller.student.path)')
     parser.add_argument('--rate', type=float, metavar='R', help='replay speed factor')
     parser.add_argument('--loop', action='store_true', help='replay in a loop')
     parser.add_argument('--record', metavar='OUT_BAG',
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             f'dsseg run needs ROS 2 (rclpy): {err}; source /opt/ros/<distro>/setup.bash or '
             "pip install -e '.[ros]' on a machine without ROS") from err
     result = run_pipeline(config, replay=args.replay, model=args.model, rate=args.rate,
-                          record=args.record, loop=args.loop, duration_s=args.duration)
+                          record=args.record, loop=args.loop, duration_s=args.duration,
+                          student=args.student)
     for node, values in result.stats.items():
         keys = [k for k in ('received', 'processed', 'dropped', 'published',
                             'latency_p50_ms', 'latency_p99_ms', 'sync.matched', 'loops',

@@ -121,6 +121,19 @@ def test_num_classes_must_match_the_dataset(make_dataset, tmp_path: Path) -> Non
         train(root, tmp_path / 'run', cfg, progress=False)
 
 
+def test_a_bad_sample_fails_before_the_run_dir_is_written(make_dataset,  # noqa: ANN001
+                                                          tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dsseg_core.errors import DatasetError
+
+    root = make_dataset(num_images=3, num_classes=3)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / 'labels' / '000002.png')
+    with pytest.raises(DatasetError, match=r'000002\.png: label image 16x16'):
+        train(root, tmp_path / 'run', small_cfg(), progress=False)
+    assert not (tmp_path / 'run').exists()
+
+
 def test_learning_rate_schedule() -> None:
     cfg = OptimConfig(lr=1.0, warmup_steps=10, schedule='cosine', min_lr_ratio=0.1)
     assert lr_at(0, 110, cfg) == pytest.approx(0.1)
