@@ -103,21 +103,33 @@ def load_config(
     ``overrides`` are applied last (CLI flags); nested keys may use dots (``a.b``).
     """
     data: dict = {}
-    source = str(path) if path is not None else '<defaults>'
+    file_source = str(path) if path is not None else '<defaults>'
     if path is not None:
-        data = dict(section_from_mapping(read_yaml(path), section, source))
+        data = dict(section_from_mapping(read_yaml(path), section, file_source))
+    override_keys: list[tuple[str, ...]] = []
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         parts = key.split('.')
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
         node[parts[-1]] = value
+        override_keys.append(tuple(parts))
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from err
+        lines = []
+        for item in err.errors():
+            loc = tuple(str(p) for p in item['loc'])
+            from_cli = any(loc[:len(k)] == k for k in override_keys)
+            source = 'command line' if from_cli else file_source
+            lines.append(f'{source}: {".".join(loc) or "(root)"}: {item["msg"]}')
+        raise ConfigError('; '.join(lines)) from err
 
 
 def save_config(config: BaseModel | dict, path: str | os.PathLike[str],

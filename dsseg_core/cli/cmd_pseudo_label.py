@@ -151,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if args.shard:
             raise ConfigError('--workers and --shard cannot be combined')
+        from dsseg_core.pseudolabel.pipeline import cache_files
+
         out = Path(args.out)
-        if ((out / 'work').exists() or (out / 'dataset.yaml').exists()) and not args.resume:
+        if (cache_files(out) or (out / 'dataset.yaml').exists()) and not args.resume:
             raise DatasetError(f'{out}: already holds a pseudo-labelling run; pass --resume '
                                'to continue it, or choose a new --out')
         if not args.gather:

@@ -162,10 +162,34 @@ class BagWriter:
         self.write(topic, msg, stamp_ns, latched=True)
 
 
+def is_replaceable_bag_dir(path: Path) -> bool:
+    """True if folder ``path`` may be overwritten by a new bag: a rosbag2 folder or empty."""
+    return (path / 'metadata.yaml').is_file() or not any(path.iterdir())
+
+
+def check_bag_output(out: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`BagError`) an output path that writing a bag would destroy.
+
+    ``out`` may be missing, an empty folder or an existing rosbag2 folder (it is replaced);
+    an existing file, or a folder that is not a bag, is never deleted.
+    """
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BagError(f'{out}: output path exists and is a file, not a bag folder; remove it '
+                       'or choose another --out')
+    if out.is_dir() and not is_replaceable_bag_dir(out):
+        raise BagError(f'{out}: output folder exists and is not a rosbag2 bag (no '
+                       'metadata.yaml); refusing to replace it: remove it or choose another '
+                       '--out')
+
+
 @contextlib.contextmanager
 def write_bag(out: str | os.PathLike[str], storage: str = 'mcap', compress: bool = True,
               compression_level: int | None = None) -> Iterator[BagWriter]:
     """Open a new rosbag2 bag folder ``out`` (replaced atomically on success).
+
+    An existing ``out`` is replaced only if it is a rosbag2 folder (or empty); a file or any
+    other folder raises :class:`BagError` before anything is written.
 
     ``storage``: 'mcap' (``compress``: zstd-compressed chunks, the mcap-native compression
     every mcap reader understands) or 'sqlite3' (``compress``: per-message zstd).
@@ -179,8 +203,9 @@ def write_bag(out: str | os.PathLike[str], storage: str = 'mcap', compress: bool
     if storage not in STORAGES:
         raise BagError(f'{out}: unknown storage {storage!r}; use one of {", ".join(STORAGES)}')
     out = Path(out)
+    check_bag_output(out)
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replace_if=is_replaceable_bag_dir, what='a rosbag2 folder') as tmp:
         inner = tmp / out.name
         writer = Writer(inner, version=9, storage_plugin=plugin)
         if compress:

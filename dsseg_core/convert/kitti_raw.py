@@ -182,9 +182,10 @@ def convert_kitti_raw(directory: str | os.PathLike[str], out_bag: str | os.PathL
     ``out_bag`` appears atomically. ``progress(done, total)`` is called after each frame.
     """
     from dsseg_core.calibration import load_kitti_raw
-    from dsseg_core.convert.bag_writer import write_bag
+    from dsseg_core.convert.bag_writer import check_bag_output, write_bag
 
     directory = Path(directory)
+    check_bag_output(out_bag)  # refuse a file / a non-bag folder before reading anything
     if image_format not in IMAGE_FORMATS:
         raise DatasetError(f'unknown image format {image_format!r}; use one of '
                            f'{", ".join(IMAGE_FORMATS)}')

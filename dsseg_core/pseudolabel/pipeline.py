@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,12 +373,27 @@ def _config_hash(cfg_dict: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_files(out: Path) -> list[Path]:
+    """The frame caches ``OUT/work/frames/<key>.npz`` (never hidden / temporary files)."""
+    return sorted(p for p in (out / WORK / 'frames').glob('*.npz')
+                  if not p.name.startswith('.') and p.is_file())
+
+
 def _check_work_config(out: Path, cfg_dict: dict, resume: bool) -> None:
     work = out / WORK
     meta = work / 'pass1.json'
     h = _config_hash(cfg_dict)
+    if meta.exists() and not cache_files(out) and not (out / 'dataset.yaml').exists():
+        # A run that failed before caching any frame (bad bag, model, ...): nothing to keep
+        # or resume, so a rerun (with or without --resume, any config) starts afresh.
+        log.info('%s: previous run cached no frame; starting afresh', out)
+        meta.unlink(missing_ok=True)
     if meta.exists():
-        old = json.loads(meta.read_text(encoding='utf-8'))
+        try:
+            old = json.loads(meta.read_text(encoding='utf-8'))
+        except (OSError, ValueError) as err:
+            raise DatasetError(f'{meta}: unreadable run record ({err}); delete {work} and '
+                               'rerun, or choose a new --out') from err
         if not resume:
             raise DatasetError(f'{out}: already holds a pseudo-labelling run; pass --resume to '
                                'continue it, or choose a new --out')
@@ -422,11 +438,26 @@ def _load_cache(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, An
     try:
         with np.load(path, allow_pickle=False) as data:
             out = {k: data[k] for k in data.files if keys is None or k in keys}
-    except (OSError, ValueError, EOFError) as err:
+        out['meta'] = json.loads(str(out['meta']))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError) as err:
         raise DatasetError(f'{path}: unreadable frame cache ({err}); delete it and rerun with '
-                           '--resume') from err
-    out['meta'] = json.loads(str(out['meta']))
+                           '--resume (the frame is then recomputed)') from err
     return out
+
+
+def _cache_ok(path: Path) -> bool:
+    """Cheap check that an existing frame cache is a complete cache (else it is recomputed)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            if not {'meta', *_SMALL_KEYS, 'segment', 'xyz'} <= files:
+                return False
+            json.loads(str(data['meta']))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError):
+        return False
+    return True
 
 
 def _make_dino(cfg: PseudoLabelConfig) -> Any:
@@ -467,6 +498,9 @@ def run_pass1(
             frame.cameras = [c for c in frame.cameras if c.name in cfg.cameras]
         key = _frame_key(frame.source, frame.index)
         path = cache_dir / f'{key}.npz'
+        if path.exists() and not _cache_ok(path):
+            log.warning('%s: corrupt frame cache; recomputing the frame', path)
+            path.unlink()
         if path.exists():
             summary.frames_skipped += 1
             if progress is not None:
@@ -499,7 +533,7 @@ def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
                      extra_config: dict | None = None) -> RunSummary:
     """Pass 2: fit (or load) the centroids on all cached frames and write the dataset."""
     summary = RunSummary(out=out, gathered=True)
-    cache_paths = sorted((out / WORK / 'frames').glob('*.npz'))
+    cache_paths = cache_files(out)
     if not cache_paths:
         raise DatasetError(f'{out}/{WORK}/frames: no frame was processed (no synchronised '
                            'frame in the bags? check them with `dsseg frames BAG`)')
@@ -605,6 +639,21 @@ def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
     return summary
 
 
+def _peeked(frames: Iterable[FrameInput]) -> Iterator[FrameInput]:
+    """Read the first frame now (opens the bag: errors surface here), then yield them all."""
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        return iter(())
+    return _chain_first(first, it)
+
+
+def _chain_first(first: FrameInput, rest: Iterator[FrameInput]) -> Iterator[FrameInput]:
+    yield first
+    yield from rest
+
+
 def run_pseudo_label(
     frames: Iterable[FrameInput],
     out: str | os.PathLike[str],
@@ -638,9 +687,14 @@ def run_pseudo_label(
             raise DatasetError(f'{out}: --gather: shards {missing} of {shard[1]} are not done')
         return gather_and_label(out, cfg, bags or [], centroids_path, progress_factory,
                                 extra_config)
-    _check_work_config(out, cfg_dict, resume or shard[1] > 1)
+    # Open every input before anything is written to OUT, so that a bad centroids file, DINO
+    # checkpoint or bag fails the run without leaving a half-started run behind.
+    if centroids_path is not None:
+        Centroids.load(centroids_path)
     if dino is None:
         dino = _make_dino(cfg)
+    frames = _peeked(frames)
+    _check_work_config(out, cfg_dict, resume or shard[1] > 1)
     bar = progress_factory(desc='pass 1 frames', unit='frame') if progress_factory else None
     s1 = run_pass1(frames, out, cfg, shard, dino, on_frame, bar)
     if bar is not None:

@@ -209,6 +209,41 @@ class SegmentationDataset:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def validate(self) -> None:
+        """Check every sample cheaply (files exist, PNG headers, sizes) before a run starts.
+
+        Reads only image headers (``PIL.Image.open(...).size``), so it is fast even for large
+        datasets; label values are still checked when a sample is loaded. Raises
+        :class:`DatasetError` naming the first bad file and the ``index.jsonl`` line's id.
+        """
+        from PIL import Image
+
+        for i, entry in enumerate(self.entries):
+            sid = entry.get('id', i)
+            sizes = {}
+            for key in ('image', 'labels'):
+                path = self.root / entry[key]
+                if not path.is_file():
+                    raise DatasetError(f'{path}: {key} file of sample {sid!r} listed in '
+                                       f'{self.root / "index.jsonl"} is missing; restore it or '
+                                       'remove the sample from the index')
+                try:
+                    with Image.open(path) as im:
+                        sizes[key] = im.size
+                        bands = len(im.getbands())
+                except (OSError, ValueError) as err:
+                    raise DatasetError(f'{path}: cannot read the {key} of sample {sid!r} '
+                                       f'({err}); restore the file or remove the sample from '
+                                       'the index') from err
+                if key == 'labels' and bands != 1:
+                    raise DatasetError(f'{path}: label image of sample {sid!r} has {bands} '
+                                       'channels; expected a single-channel label PNG')
+            if sizes['image'] != sizes['labels']:
+                (iw, ih), (lw, lh) = sizes['image'], sizes['labels']
+                raise DatasetError(f'{self.root / entry["labels"]}: label image {lw}x{lh} does '
+                                   f'not match its image {iw}x{ih} (sample {sid!r}); expected '
+                                   'one label per pixel')
+
     def load(self, index: int) -> LoadedSample:
         from PIL import Image
 

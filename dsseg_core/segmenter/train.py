@@ -191,6 +191,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *,
     dist: DistContext = init_distributed(device)
     try:
         dataset = SegmentationDataset(dataset_dir, cfg.data, seed=cfg.seed)
+        dataset.validate()  # every sample, before anything is written into run_dir
         if 'num_classes' in cfg.model.model_fields_set and \
                 cfg.model.num_classes != dataset.num_classes:
             raise ConfigError(f'model.num_classes={cfg.model.num_classes} but the dataset '

@@ -377,10 +377,7 @@ def _pl_missing_bag(res: Resources) -> Spec:
                 ('nobag',), out=d / 'ds', out_complete=('dataset.yaml', 'index.jsonl'))
 
 
-@case('bag_truncated_pseudo_label', 'bags', 'pseudo-label', 'pseudo-label on a truncated mcap',
-      xfail='a failed pseudo-label run leaves OUT/work/pass1.json (written before the bag '
-      'is opened), so the rerun with a fixed bag is refused: "already holds a '
-      'pseudo-labelling run; pass --resume"')
+@case('bag_truncated_pseudo_label', 'bags', 'pseudo-label', 'pseudo-label on a truncated mcap')
 def _pl_truncated(res: Resources) -> Spec:
     d = res.dir('bag_truncated_pseudo_label')
     mcap = next(res.good_bag_uncompressed().glob('*.mcap'))
@@ -652,9 +649,7 @@ def _ds_bad_line(res: Resources) -> Spec:
 
 
 @case('dataset_label_wrong_size', 'datasets', 'train', 'label PNG 16x16 for a 32x64 image',
-      needs=('torch', 'timm'),
-      xfail='train writes config.yaml + classes.yaml into RUN before it reads the samples; a '
-      'bad sample then fails the run and leaves RUN incomplete (no model.safetensors)')
+      needs=('torch', 'timm'))
 def _ds_label_size(res: Resources) -> Spec:
     from PIL import Image
 
@@ -666,9 +661,7 @@ def _ds_label_size(res: Resources) -> Spec:
 
 
 @case('dataset_missing_image', 'datasets', 'train', 'image listed in index.jsonl is missing',
-      needs=('torch', 'timm'),
-      xfail='train writes config.yaml + classes.yaml into RUN before it reads the samples; a '
-      'bad sample then fails the run and leaves RUN incomplete (no model.safetensors)')
+      needs=('torch', 'timm'))
 def _ds_missing_image(res: Resources) -> Spec:
     ds = res.dataset_copy('dataset_missing_image')
     (ds / 'images' / '000001.png').unlink()
@@ -818,13 +811,8 @@ def _scan_label_mismatch(res: Resources) -> Spec:
 
 
 # =========================================================================== other stages
-PL_LEFTOVER = ('a failed pseudo-label run leaves OUT/work/pass1.json (written before the inputs '
-               'are checked), so the rerun with fixed inputs is refused: "already holds a '
-               'pseudo-labelling run; pass --resume"')
-
-
 @case('pseudo_label_missing_centroids', 'checkpoints', 'pseudo-label',
-      '--centroids names a missing file', xfail=PL_LEFTOVER)
+      '--centroids names a missing file')
 def _pl_missing_centroids(res: Resources) -> Spec:
     d = res.dir('pseudo_label_missing_centroids')
     return Spec(['pseudo-label', str(res.good_bag()), '--out', str(d / 'ds'), '--centroids',
@@ -833,7 +821,7 @@ def _pl_missing_centroids(res: Resources) -> Spec:
 
 
 @case('pseudo_label_corrupt_centroids', 'checkpoints', 'pseudo-label',
-      '--centroids file of random bytes', xfail=PL_LEFTOVER)
+      '--centroids file of random bytes')
 def _pl_corrupt_centroids(res: Resources) -> Spec:
     d = res.dir('pseudo_label_corrupt_centroids')
     (d / 'centroids.npz').write_bytes(np.random.default_rng(0).bytes(500))
@@ -843,9 +831,7 @@ def _pl_corrupt_centroids(res: Resources) -> Spec:
 
 
 @case('pseudo_label_corrupt_dino_checkpoint', 'checkpoints', 'pseudo-label',
-      '--dino-checkpoint file of random bytes', needs=('torch',),
-      xfail='the error spans 6 lines (torch.load message pasted verbatim) instead of one; and ' +
-      PL_LEFTOVER)
+      '--dino-checkpoint file of random bytes', needs=('torch',))
 def _pl_corrupt_dino(res: Resources) -> Spec:
     d = res.dir('pseudo_label_corrupt_dino_checkpoint')
     (d / 'dino.pth').write_bytes(np.random.default_rng(0).bytes(500))
@@ -905,9 +891,7 @@ def _good_kitti_drive(d: Path) -> Path:
     return drive
 
 
-@case('convert_out_is_a_file', 'bags', 'convert', '--out names an existing regular file',
-      xfail='atomic_dir() calls shutil.rmtree on the existing --out file: NotADirectoryError '
-            'traceback (dsseg_core/atomic.py:82)')
+@case('convert_out_is_a_file', 'bags', 'convert', '--out names an existing regular file')
 def _convert_out_file(res: Resources) -> Spec:
     d = res.dir('convert_out_is_a_file')
     drive = _good_kitti_drive(d)
@@ -917,9 +901,7 @@ def _convert_out_file(res: Resources) -> Spec:
 
 
 @case('convert_out_is_a_user_folder', 'bags', 'convert',
-      '--out names an existing folder that is not a bag (holds a user file)',
-      xfail='convert exits 0 after deleting the folder and its files (atomic_dir replaces an '
-            'existing target with rmtree); expected: refuse unless it is a bag (or --force)')
+      '--out names an existing folder that is not a bag (holds a user file)')
 def _convert_out_folder(res: Resources) -> Spec:
     d = res.dir('convert_out_is_a_user_folder')
     drive = _good_kitti_drive(d)

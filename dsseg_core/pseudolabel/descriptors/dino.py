@@ -58,6 +58,23 @@ def _import_torch_timm() -> tuple[Any, Any]:
     return torch, timm
 
 
+def _one_line(err: BaseException, limit: int = 120) -> str:
+    """``Type: first line of the message`` (loaders like torch.load write whole paragraphs)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else ''
+    # torch.load(weights_only=True) wraps the real reason in a paragraph of advice (including
+    # "retry with weights_only=False", which we never do): keep only the reason
+    marker = [i for i, ln in enumerate(lines) if 'WeightsUnpickler error' in ln]
+    if marker:
+        after = lines[marker[0]].split('WeightsUnpickler error:', 1)[-1].strip()
+        if not after and marker[0] + 1 < len(lines):
+            after = lines[marker[0] + 1]
+        text = after or 'unpickler error'
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + '...'
+    return f'{type(err).__name__}: {text}' if text else type(err).__name__
+
+
 def _load_state_dict(path: Path) -> dict:
     torch, _ = _import_torch_timm()
     if not path.exists():
@@ -71,7 +88,10 @@ def _load_state_dict(path: Path) -> dict:
         else:
             state = torch.load(str(path), map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - any loader failure is a bad checkpoint
-        raise CheckpointError(f'{path}: cannot read checkpoint: {err}') from err
+        raise CheckpointError(
+            f'{path}: not a readable DINO checkpoint ({_one_line(err)}); point '
+            '--dino-checkpoint / descriptors.dino.checkpoint_path at a ViT state dict saved '
+            'as .pth (torch.save) or .safetensors') from err
     for key in ('state_dict', 'model', 'teacher', 'student'):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

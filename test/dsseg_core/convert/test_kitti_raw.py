@@ -174,3 +174,27 @@ def test_real_kitti_subset_raw_images(kitti_raw_dir: Path, tmp_path: Path) -> No
     frames = list(iter_frames(tmp_path / 'bag'))
     png = np.asarray(Image.open(kitti_raw_dir / 'image_02' / 'data' / '0000000011.png'))
     np.testing.assert_array_equal(frames[1].cameras['camera_color_left'].image, png)
+
+
+def test_out_must_be_missing_empty_or_a_bag(tmp_path: Path) -> None:
+    from dsseg_core.errors import BagError
+
+    src = _kitti_dir(tmp_path, n=1)
+    afile = tmp_path / 'out.bag'
+    afile.write_text('a file the user keeps\n')
+    with pytest.raises(BagError, match=r'out\.bag: output path exists and is a file.*--out'):
+        convert_kitti_raw(src, afile)
+    assert afile.read_text() == 'a file the user keeps\n'
+    user = tmp_path / 'mydata'
+    user.mkdir()
+    (user / 'notes.txt').write_text('keep me\n')
+    with pytest.raises(BagError, match=r'mydata: output folder exists and is not a rosbag2'):
+        convert_kitti_raw(src, user)
+    assert sorted(p.name for p in user.iterdir()) == ['notes.txt']
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    convert_kitti_raw(src, empty)           # an empty folder and an old bag are replaced
+    assert (empty / 'metadata.yaml').is_file()
+    convert_kitti_raw(src, empty)
+    assert len(list(iter_frames(empty))) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []

@@ -215,3 +215,18 @@ def test_colour_stride_samples_the_same_statistics() -> None:
     assert np.allclose(sub[:2, :3], full[:2, :3], atol=1.5)  # Lab means
     assert np.allclose(sub[1], full[1], atol=1e-3)  # uniform colour: identical
     assert np.isnan(sub[2]).all() and np.isfinite(full[2]).all()
+
+
+def test_corrupt_dino_checkpoint_is_a_one_line_error(tmp_path) -> None:
+    pytest.importorskip('torch')
+    from dsseg_core.pseudolabel.descriptors.dino import _load_state_dict
+
+    for name in ('dino.pth', 'dino.safetensors'):
+        path = tmp_path / name
+        path.write_bytes(np.random.default_rng(0).bytes(500))
+        with pytest.raises(CheckpointError) as err:
+            _load_state_dict(path)
+        msg = str(err.value)
+        assert '\n' not in msg and len(msg) < 400, msg
+        assert msg.startswith(f'{path}: not a readable DINO checkpoint')
+        assert '--dino-checkpoint' in msg

@@ -214,3 +214,64 @@ def test_empty_scan_gives_an_empty_frame_result() -> None:
     res = process_frame(frame, _cfg())
     assert res.num_segments == 1 and not res.clusterable.any()
     assert (res.seg_maps['front'] < 0).all() and res.descriptors.shape == (1, 25)
+
+
+def test_resume_ignores_stale_temporaries_and_recomputes_corrupt_caches(tmp_path) -> None:
+    ref = tmp_path / 'ref'
+    run_pseudo_label(_frames(), ref, _cfg())
+    out = tmp_path / 'resumed'
+
+    def boom(count: int, key: str) -> None:
+        if count == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pseudo_label(_frames(), out, _cfg(), on_frame=boom)
+    frames = out / 'work' / 'frames'
+    caches = sorted(frames.glob('*.npz'))
+    assert len(caches) == 2
+    data = caches[0].read_bytes()
+    # temporaries a killed writer may leave (old and new naming), complete and truncated
+    (frames / '.bag_000099.x1y2z3.tmp.npz').write_bytes(data)
+    (frames / '.bag_000098.x1y2z3.tmp.npz').write_bytes(data[: len(data) // 3])
+    (frames / f'.{caches[0].name}.tmp-0a1b2c3d').write_bytes(data[:100])
+    # a cache that is corrupt on disk is recomputed, not fatal
+    caches[1].write_bytes(caches[1].read_bytes()[:200])
+    summary = run_pseudo_label(_frames(), out, _cfg(), resume=True)
+    assert summary.frames_skipped == 1
+    a, b = _files(ref), _files(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key
+    assert len((out / 'index.jsonl').read_text().splitlines()) == 4
+
+
+def test_gather_on_a_corrupt_cache_names_it(tmp_path) -> None:
+    out = tmp_path / 'ds'
+    run_pseudo_label(_frames(2), out, _cfg(), gather=False)
+    cache = sorted((out / 'work' / 'frames').glob('*.npz'))[0]
+    cache.write_bytes(b'PK\x03\x04 not really a zip')
+    with pytest.raises(DatasetError, match=f'{cache.name}: unreadable frame cache'):
+        run_pseudo_label([], out, _cfg(), gather=True)
+
+
+def test_failed_inputs_leave_no_run_behind(tmp_path) -> None:
+    out = tmp_path / 'ds'
+
+    def broken_bag():
+        raise DatasetError('bag.mcap: truncated')
+        yield  # pragma: no cover
+
+    with pytest.raises(DatasetError, match='truncated'):
+        run_pseudo_label(broken_bag(), out, _cfg())
+    with pytest.raises(DatasetError, match='centroids file not found'):
+        run_pseudo_label(_frames(1), out, _cfg(), centroids_path=tmp_path / 'none.npz')
+    assert not out.exists()
+    # a run record from a run that cached no frame does not block a fresh run
+    (out / 'work').mkdir(parents=True)
+    (out / 'work' / 'pass1.json').write_text('{"config_hash": "other"}')
+    summary = run_pseudo_label(_frames(2), out, _cfg())
+    assert summary.gathered and summary.frames == 2
+    # ... but a run with cached frames still needs --resume
+    with pytest.raises(DatasetError, match='--resume'):
+        run_pseudo_label(_frames(2), tmp_path / 'ds', _cfg())

@@ -106,3 +106,21 @@ def test_dataset_item_is_deterministic_per_epoch(make_dataset) -> None:  # noqa:
     a, b, c = ds[(1, 0)], ds[(1, 0)], ds[(1, 1)]
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
     assert isinstance(Path(ds.root), Path)
+
+
+def test_validate_checks_every_sample_from_headers(make_dataset) -> None:  # noqa: ANN001
+    root = make_dataset(num_images=3, num_classes=3)
+    SegmentationDataset(root).validate()   # a good dataset passes
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / 'labels' / '000002.png')
+    with pytest.raises(DatasetError, match=r'000002\.png: label image 16x16 does not match '
+                                           r'its image 128x64'):
+        SegmentationDataset(root).validate()
+    Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(root / 'labels' / '000002.png')
+    with pytest.raises(DatasetError, match=r'000002\.png: label image .* 3 channels'):
+        SegmentationDataset(root).validate()
+    (root / 'images' / '000001.png').unlink()
+    with pytest.raises(DatasetError, match=r'000001\.png: image file of sample .* missing'):
+        SegmentationDataset(root).validate()
+    (root / 'images' / '000001.png').write_bytes(b'not a png')
+    with pytest.raises(DatasetError, match=r'000001\.png: cannot read the image'):
+        SegmentationDataset(root).validate()
