@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from dsseg_core.atomic import write_text_atomic
 from dsseg_core.config import StageConfig, load_config, save_config
 from dsseg_core.errors import CheckpointError, ConfigError, DatasetError
 from dsseg_core.points3d.student import StudentConfig
+from dsseg_core.pseudolabel.dataset import read_index as read_jsonl_index
 
 __all__ = [
     'PointDataset',
@@ -90,18 +90,9 @@ class Train3dResult:
 def _read_index(root: Path) -> list[dict[str, Any]]:
     path = root / 'index.jsonl'
     if path.is_file():
-        entries = []
-        for lineno, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f'{path}:{lineno}: not valid JSON ({err.msg})') from err
-            if not entry.get('points'):
-                raise DatasetError(f'{path}:{lineno}: sample has no "points" file; train-3d '
-                                   'needs points/<id>.npz (write them with dsseg label-points)')
-            entries.append(entry)
+        entries = read_jsonl_index(path, required=('points',),
+                                   hint='train-3d needs points/<id>.npz (write them with dsseg '
+                                        'label-points)')
     else:
         files = sorted((root / 'points').glob('*.npz'))
         entries = [{'id': f.stem, 'points': f'points/{f.name}'} for f in files]

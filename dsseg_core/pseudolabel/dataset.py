@@ -96,6 +96,32 @@ def write_points(path: str | os.PathLike[str], compress: bool = False,
             (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
+def read_index(path: str | os.PathLike[str], required: tuple[str, ...] = (),
+               hint: str = '') -> list[dict[str, Any]]:
+    """Samples of an ``index.jsonl`` file, one JSON object per line (blank lines skipped).
+
+    :class:`DatasetError` names ``file:line`` for bad JSON or a sample without one of the
+    ``required`` keys (``hint`` says how to fix that).
+    """
+    path = Path(path)
+    entries: list[dict[str, Any]] = []
+    for lineno, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f'{path}:{lineno}: not valid JSON ({err.msg})') from err
+        if not isinstance(entry, dict):
+            raise DatasetError(f'{path}:{lineno}: expected a JSON object per line')
+        for key in required:
+            if not entry.get(key):
+                raise DatasetError(f'{path}:{lineno}: sample has no {key!r} file; {hint}'
+                                   .rstrip('; '))
+        entries.append(entry)
+    return entries
+
+
 def write_index(path: str | os.PathLike[str], entries: list[dict[str, Any]]) -> None:
     text = ''.join(json.dumps(e, sort_keys=False) + '\n' for e in entries)
     write_text_atomic(path, text)
@@ -190,14 +216,7 @@ class PseudoLabelDataset:
         if not index_path.exists():
             raise DatasetError(f'{index_path}: missing; the pseudo-labelling run did not '
                                'finish — rerun it with --resume')
-        self.entries: list[dict] = []
-        for n, line in enumerate(index_path.read_text(encoding='utf-8').splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                self.entries.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DatasetError(f'{index_path}:{n}: bad JSON line: {err}') from err
+        self.entries: list[dict] = read_index(index_path)
         self.class_names = read_class_names(self.root / 'classes.yaml', self.num_classes)
 
     def __len__(self) -> int:

@@ -12,7 +12,6 @@ exactly the batches an uninterrupted run would (:class:`StepBatchSampler`).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import Field, field_validator
 
 from dsseg_core.config import StageConfig
 from dsseg_core.errors import DatasetError
+from dsseg_core.pseudolabel.dataset import read_index as read_jsonl_index
 
 __all__ = [
     'DataConfig',
@@ -70,19 +70,9 @@ def read_index(root: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DatasetError(f'{path}: missing; {root} is not a dsseg pseudo-labelled dataset '
                            '(create one with dsseg pseudo-label)')
-    entries = []
-    for lineno, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f'{path}:{lineno}: not valid JSON ({err.msg})') from err
-        for key in ('image', 'labels'):
-            if not entry.get(key):
-                raise DatasetError(f'{path}:{lineno}: sample has no {key!r} file; the trainer '
-                                   'needs images and label PNGs written into the dataset')
-        entries.append(entry)
+    entries = read_jsonl_index(path, required=('image', 'labels'),
+                               hint='the trainer needs images and label PNGs written into '
+                                    'the dataset')
     if not entries:
         raise DatasetError(f'{path}: no samples')
     return entries
