@@ -259,6 +259,66 @@ class Predictor(WindowedPredictor):
                     out = self.model(x)
         return out.float().cpu().numpy()
 
+    # The shared numpy post-processing (stitch, upsample, softmax) costs more than a small
+    # network on the CPU and would dominate a GPU model; the torch backend keeps the whole
+    # chain on its device with the same window layout and the same bilinear sampling.
+    def _logits_tensor(self, rgb: np.ndarray) -> Any:
+        import torch
+        from torch.nn import functional as F  # noqa: N812
+
+        rgb = as_rgb(rgb)
+        height, width = rgb.shape[:2]
+        dev = self.device
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)
+            x = x.float().mul_(1.0 / 255.0)
+            if self.config.short_side:
+                scale = self.config.short_side / min(height, width)
+                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                x = F.interpolate(x[None], size=size, mode='bilinear', align_corners=False)[0]
+            x = (x - torch.from_numpy(self.mean).to(dev)) / torch.from_numpy(self.std).to(dev)
+            _, h, w = x.shape
+            win_h, win_w = min(self.window[0], h), min(self.window[1], w)
+            stride_h, stride_w = self.config.stride_hw
+            ys = window_starts(h, win_h, stride_h)
+            xs = window_starts(w, win_w, stride_w)
+            boxes = [(int(y), int(x0)) for y in ys for x0 in xs]
+            total = torch.zeros((self.num_classes, h, w), dtype=torch.float32, device=dev)
+            count = torch.zeros((h, w), dtype=torch.float32, device=dev)
+            bs = self.config.batch_size
+            for i in range(0, len(boxes), bs):
+                chunk = boxes[i:i + bs]
+                batch = torch.stack([x[:, y:y + win_h, x0:x0 + win_w] for y, x0 in chunk])
+                if self._dtype is None:
+                    out = self.model(batch)
+                else:
+                    with torch.autocast(device_type=dev.type, dtype=self._dtype):
+                        out = self.model(batch)
+                out = out.float()
+                if tuple(out.shape) != (len(chunk), self.num_classes, win_h, win_w):
+                    raise ModelError(f'network returned logits of shape {tuple(out.shape)}, '
+                                     f'expected {(len(chunk), self.num_classes, win_h, win_w)}')
+                for (y, x0), window_logits in zip(chunk, out, strict=True):
+                    total[:, y:y + win_h, x0:x0 + win_w] += window_logits
+                    count[y:y + win_h, x0:x0 + win_w] += 1.0
+            logits = total / count
+            if (h, w) != (height, width):
+                logits = F.interpolate(logits[None], size=(height, width), mode='bilinear',
+                                       align_corners=False)[0]
+        return logits
+
+    def logits(self, rgb: np.ndarray) -> np.ndarray:
+        return self._logits_tensor(rgb).cpu().numpy()
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        logits = self._logits_tensor(rgb)
+        with torch.inference_mode():
+            confidence, ids = logits.softmax(dim=0).max(dim=0)
+        dtype = np.uint8 if self.num_classes <= 255 else np.uint16
+        return ids.cpu().numpy().astype(dtype), confidence.cpu().numpy().astype(np.float32)
+
 
 def load_predictor(path: str | Path, device: str = 'cpu', precision: str | None = None,
                    **overrides: Any) -> WindowedPredictor:

@@ -130,3 +130,27 @@ def test_predictor_of_a_run_dir_matches_the_model(tmp_path: Path) -> None:
     assert np.mean(bf16.predict(rgb)[0] == ids) > 0.8
     with pytest.raises(CheckpointError, match='config.yaml'):
         load_predictor(tmp_path / 'nothing')
+
+
+def test_torch_predictor_keeps_the_chain_on_its_device_with_the_shared_semantics(
+        tmp_path: Path) -> None:
+    """The torch backend's on-device stitch/upsample/softmax equals the shared numpy path."""
+    torch = pytest.importorskip('torch')
+    pytest.importorskip('timm')
+    from dsseg_core.segmenter import load_predictor
+    from dsseg_core.segmenter.checkpoint import save_run
+    from dsseg_core.segmenter.model import build_segmenter, tiny_config
+
+    torch.manual_seed(1)
+    model = build_segmenter(tiny_config(5)).eval()
+    save_run(model, tiny_config(5), tmp_path / 'run')
+    # Short-side resize + overlapping windows + upsampling back: every step of the chain.
+    predictor = load_predictor(tmp_path / 'run', short_side=40, window=32, stride=24)
+    rgb = np.random.default_rng(3).integers(0, 256, size=(75, 170, 3), dtype=np.uint8)
+    shared = WindowedPredictor.logits(predictor, rgb)  # the numpy implementation
+    np.testing.assert_allclose(predictor.logits(rgb), shared, atol=1e-4)
+    ids, conf = predictor.predict(rgb)
+    ref_ids, ref_conf = softmax_argmax(shared)
+    assert ids.dtype == np.uint8 and ids.shape == (75, 170)
+    assert np.mean(ids == ref_ids) > 0.999
+    np.testing.assert_allclose(conf, ref_conf, atol=1e-4)
