@@ -21,8 +21,6 @@ Imports torch (through the student): the CLI imports this module inside ``run`` 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from dataclasses import dataclass, field
@@ -33,8 +31,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from dsseg_core.atomic import write_text_atomic
-from dsseg_core.config import StageConfig, load_config, save_config
+from dsseg_core.config import StageConfig, save_config
 from dsseg_core.errors import CheckpointError, ConfigError, DatasetError
 from dsseg_core.points3d.student import StudentConfig
 from dsseg_core.pseudolabel.dataset import read_index as read_jsonl_index
@@ -239,14 +236,9 @@ def save_student_run(model: Any, cfg: Train3dConfig, run_dir: str | Path,
 
 
 def load_run_config3d(run_dir: str | Path) -> Train3dConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f'{path}: missing; {run_dir} is not a dsseg train-3d run '
-                              '(expected config.yaml + model.safetensors)')
-    try:
-        return load_config(Train3dConfig, path, section=SECTION)
-    except ConfigError as err:
-        raise CheckpointError(f'{path}: run config invalid: {err}') from err
+    from dsseg_core.segmenter.checkpoint import read_run_config
+
+    return read_run_config(run_dir, Train3dConfig, SECTION, what='train-3d run')
 
 
 def load_student_model(run_dir: str | Path, device: str = 'cpu'
@@ -267,19 +259,6 @@ def load_student_model(run_dir: str | Path, device: str = 'cpu'
 METRIC_FIELDS = ['step', 'lr', 'loss', 'loss_ce', 'loss_lovasz', 'pixel_acc', 'labelled_frac']
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def _read_metrics(path: Path, before_step: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline='', encoding='utf-8') as fh:
-        return [row for row in csv.DictReader(fh) if int(row['step']) < before_step]
 
 
 def train_student(dataset_dir: str | Path, run_dir: str | Path, cfg: Train3dConfig, *,
@@ -329,7 +308,7 @@ def train_student(dataset_dir: str | Path, run_dir: str | Path, cfg: Train3dConf
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / CONFIG_FILE, section=SECTION)
             ckpt.save_class_names(data.class_names, run_dir / CLASSES_FILE)
-        metrics = _read_metrics(run_dir / METRICS_FILE, start) if dist.is_main else []
+        metrics = ckpt.read_metrics(run_dir / METRICS_FILE, start) if dist.is_main else []
         net: Any = model
         if dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -344,7 +323,7 @@ def train_student(dataset_dir: str | Path, run_dir: str | Path, cfg: Train3dConf
                                      optimizer=optimizer, extra={'total_steps': cfg.max_steps},
                                      keep=cfg.keep_checkpoints)
             ckpt.save_state_dict_file(model.state_dict(), run_dir / MODEL_FILE)
-            _write_metrics(run_dir / METRICS_FILE, metrics)
+            ckpt.write_metrics(run_dir / METRICS_FILE, metrics, METRIC_FIELDS)
 
         from tqdm import tqdm
 

@@ -17,16 +17,18 @@ checkpoint folder is complete, so an interruption never leaves a half checkpoint
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from dsseg_core.atomic import atomic_dir, atomic_path, write_text_atomic
-from dsseg_core.config import load_config, save_config
+from dsseg_core.config import StageConfig, load_config, save_config
 from dsseg_core.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,12 +38,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from dsseg_core.segmenter.model import SegmenterConfig
     from dsseg_core.segmenter.train import TrainConfig
 
+C = TypeVar('C', bound=StageConfig)
+
 __all__ = [
     'CONFIG_FILE',
     'MODEL_FILE',
     'load_class_names',
     'load_model',
     'load_run_config',
+    'read_metrics',
+    'read_run_config',
+    'write_metrics',
     'load_state_dict_file',
     'load_training_state',
     'save_class_names',
@@ -112,16 +119,39 @@ def _train_config_cls() -> type[TrainConfig]:
     return TrainConfig
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config of a run directory."""
+def read_run_config(run_dir: str | Path, schema: type[C], section: str,
+                    what: str = 'training run') -> C:
+    """The resolved ``section`` config of a run directory (image or 3D training)."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f'{path}: missing; {run_dir} is not a dsseg training run '
+        raise CheckpointError(f'{path}: missing; {run_dir} is not a dsseg {what} '
                               '(expected config.yaml + model.safetensors)')
     try:
-        return load_config(_train_config_cls(), path, section='train')
+        return load_config(schema, path, section=section)
     except ConfigError as err:
         raise CheckpointError(f'{path}: run config invalid: {err}') from err
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config of an image-segmenter run directory."""
+    return read_run_config(run_dir, _train_config_cls(), 'train')
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    """The run's ``metrics.csv`` (atomic; columns ``fields``, extra keys dropped)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction='ignore')
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_metrics(path: Path, before_step: int) -> list[dict[str, Any]]:
+    """Rows of ``metrics.csv`` logged before ``before_step`` (what a resume keeps)."""
+    if not path.is_file():
+        return []
+    with path.open(newline='', encoding='utf-8') as fh:
+        return [row for row in csv.DictReader(fh) if int(row['step']) < before_step]
 
 
 def save_class_names(names: list[str], path: str | Path) -> None:

@@ -19,8 +19,6 @@ rank 0 writes checkpoints and logs.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import math
 import time
@@ -32,7 +30,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from dsseg_core.atomic import write_text_atomic
 from dsseg_core.config import StageConfig, save_config
 from dsseg_core.errors import CheckpointError, ConfigError
 from dsseg_core.segmenter.data import IGNORE, DataConfig
@@ -144,19 +141,6 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
-def _read_metrics(path: Path, before_step: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(newline='', encoding='utf-8') as fh:
-        return [row for row in csv.DictReader(fh) if int(row['step']) < before_step]
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
 
 
 def resolve_device(name: str) -> str:
@@ -253,7 +237,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *,
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / ckpt.CONFIG_FILE, section='train')
             ckpt.save_class_names(dataset.class_names, run_dir / ckpt.CLASSES_FILE)
-        metrics = _read_metrics(run_dir / METRICS_FILE, start_step) if dist.is_main else []
+        metrics = ckpt.read_metrics(run_dir / METRICS_FILE, start_step) if dist.is_main else []
 
         net: Any = model
         if dist.world_size > 1:
@@ -297,7 +281,7 @@ def train(dataset_dir: str | Path, run_dir: str | Path, cfg: TrainConfig, *,
                                      keep=cfg.keep_checkpoints)
             best = teacher if (teacher is not None and cfg.ema.export == 'teacher') else model
             ckpt.save_state_dict_file(best.state_dict(), run_dir / ckpt.MODEL_FILE)
-            _write_metrics(run_dir / METRICS_FILE, metrics)
+            ckpt.write_metrics(run_dir / METRICS_FILE, metrics, METRIC_FIELDS)
 
         model.train()
         consistent = True
