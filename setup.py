@@ -30,6 +30,9 @@ setup(
         'scipy>=1.10',
         'scikit-learn>=1.3',
         'safetensors>=0.4',
+        # compiled kernels (range image, ground, proposals, z-buffer, label transfer);
+        # dsseg falls back to its numpy paths where numba has no wheel
+        "numba>=0.59; platform_python_implementation == 'CPython'",
     ],
     extras_require={
         # torch itself is pinned by requirements/ci.txt (CPU wheel); timm and open_clip are

@@ -77,3 +77,18 @@ def sample_bag() -> Path:
     """The small KITTI sample bag shipped in the repo (data/sample_kitti)."""
     assert SAMPLE_BAG.exists(), f'{SAMPLE_BAG} must ship with the repo'
     return SAMPLE_BAG
+
+
+@pytest.fixture(params=['jit', 'numpy'])
+def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once with the numba kernels and once with the numpy reference path
+    (``DSSEG_JIT=0``); the jit case is skipped where numba is not installed."""
+    from dsseg_core.jit import HAVE_NUMBA
+
+    if request.param == 'jit':
+        if not HAVE_NUMBA:
+            pytest.skip('numba is not installed: only the numpy path runs here')
+        monkeypatch.setenv('DSSEG_JIT', '1')
+    else:
+        monkeypatch.setenv('DSSEG_JIT', '0')
+    return request.param

@@ -1,0 +1,48 @@
+"""Compiled kernels: numba when it is installed, the numpy reference path otherwise.
+
+The hot loops of dsseg (range images, ground and proposal labelling, z-buffers, label
+transfer, point cloud packing) have two implementations: a numba kernel (one pass over the
+points, no temporaries) and the vectorised numpy code it replaced, kept as the reference and as
+the fallback on platforms without a numba wheel. Both give the same result; the tests run both.
+
+* ``njit`` decorates a kernel: ``numba.njit(cache=True, nogil=True)`` (compiled once per
+  machine, cached next to the module or in the user cache; ``nogil`` lets the ROS nodes' worker
+  threads run kernels beside the executor), or the plain Python function when numba is missing
+  (callers must not then call it: see ``jit_enabled``).
+* ``jit_enabled()`` says whether kernels should be used: numba importable and the environment
+  variable ``DSSEG_JIT`` not ``0`` (set ``DSSEG_JIT=0`` to force the numpy path, e.g. to
+  compare results or when a numba upgrade misbehaves).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ['HAVE_NUMBA', 'jit_enabled', 'njit']
+
+log = logging.getLogger(__name__)
+
+F = TypeVar('F', bound=Callable[..., Any])
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised on platforms without numba wheels
+    _numba = None
+    log.debug('numba not installed: dsseg uses its numpy code paths')
+
+HAVE_NUMBA: bool = _numba is not None
+
+
+def jit_enabled() -> bool:
+    """True when compiled kernels should be used (numba installed and ``DSSEG_JIT`` != 0)."""
+    return HAVE_NUMBA and os.environ.get('DSSEG_JIT', '1').strip() not in ('0', 'false', 'no')
+
+
+def njit(fn: F) -> F:
+    """Compile ``fn`` with numba (nopython, cached, GIL released) when numba is installed."""
+    if _numba is None:  # pragma: no cover
+        return fn
+    return _numba.njit(cache=True, nogil=True)(fn)

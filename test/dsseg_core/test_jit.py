@@ -1,0 +1,31 @@
+"""The kernel switch: numba when installed, the numpy path on ``DSSEG_JIT=0``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsseg_core.jit import HAVE_NUMBA, jit_enabled, njit
+
+
+@pytest.mark.parametrize(('value', 'expected'), [('0', False), ('false', False), ('1', True),
+                                                 ('', True)])
+def test_env_switch(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv('DSSEG_JIT', value)
+    assert jit_enabled() is (expected and HAVE_NUMBA)
+
+
+def test_njit_compiles_and_runs() -> None:
+    @njit
+    def running_max(a: np.ndarray) -> np.ndarray:
+        out = np.empty_like(a)
+        m = -np.inf
+        for i in range(a.shape[0]):
+            m = max(m, a[i])
+            out[i] = m
+        return out
+
+    a = np.array([1.0, 3.0, 2.0, 5.0, 4.0])
+    np.testing.assert_array_equal(running_max(a), np.maximum.accumulate(a))
+    if HAVE_NUMBA:
+        assert hasattr(running_max, 'signatures') and running_max.signatures
