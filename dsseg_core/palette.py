@@ -13,6 +13,8 @@ import functools
 
 import numpy as np
 
+from dsseg_core.jit import jit_enabled, njit
+
 __all__ = ['BASE_COLORS', 'UNKNOWN_COLOR', 'blend_overlay', 'class_colors', 'colorize',
            'packed_class_colors', 'palette']
 
@@ -154,6 +156,13 @@ def blend_overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5,
         raise ValueError(f'image {rgb.shape[:2]} and mask {mask.shape[:2]} sizes differ')
     mask = np.asarray(mask)
     a = int(round(float(alpha) * 256))
+    if mask.dtype in (np.uint8, np.uint16) and jit_enabled() and rgb.ndim == 3 \
+            and rgb.shape[2] == 3 and rgb.dtype == np.uint8:
+        table, unknown_table = _lut(mask.dtype.str, num_classes)
+        out = np.empty(rgb.shape, np.uint8)
+        _blend_kernel(np.ascontiguousarray(rgb), np.ascontiguousarray(mask),
+                      _weighted_lut(mask.dtype.str, num_classes, a), unknown_table, 256 - a, out)
+        return out
     if mask.dtype in (np.uint8, np.uint16):
         table, unknown_table = _lut(mask.dtype.str, num_classes)
         weighted = (table.astype(np.uint16) * a)[mask]  # premultiplied per class
@@ -169,3 +178,27 @@ def blend_overlay(rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5,
     if unknown.any():
         np.copyto(out, rgb, where=unknown[..., None])
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _weighted_lut(dtype_str: str, num_classes: int | None, a: int) -> np.ndarray:
+    """``alpha * colour`` per raw mask value (uint16, alpha in 1/256 steps)."""
+    table = _lut(dtype_str, num_classes)[0].astype(np.uint16) * np.uint16(a)
+    table.setflags(write=False)
+    return table
+
+
+@njit
+def _blend_kernel(rgb: np.ndarray, mask: np.ndarray, weighted: np.ndarray,
+                  unknown: np.ndarray, inv_a: int, out: np.ndarray) -> None:
+    """One pass of :func:`blend_overlay` for uint8/uint16 masks (same integer arithmetic)."""
+    h, w = mask.shape
+    for i in range(h):
+        for j in range(w):
+            m = mask[i, j]
+            if unknown[m]:
+                for c in range(3):
+                    out[i, j, c] = rgb[i, j, c]
+            else:
+                for c in range(3):
+                    out[i, j, c] = (np.uint32(rgb[i, j, c]) * inv_a + weighted[m, c]) >> 8

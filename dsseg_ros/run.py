@@ -2,7 +2,9 @@
 
 :func:`run_pipeline` starts the segmenter(s), the cloud labeller, optionally a bag player
 (replay with ``use_sim_time``) and a recorder, all configured from the same parameter YAML
-(``config/dsseg.yaml``) exactly as the launch files do, on one MultiThreadedExecutor.
+(``config/dsseg.yaml``) exactly as the launch files do, on one SingleThreadedExecutor: every
+callback only hands its message to a node's worker thread, so one executor thread suffices,
+and rclpy's MultiThreadedExecutor would only add a thread-pool hop per message.
 :func:`spin_nodes` is the shared main loop: clean Ctrl-C (no traceback, worker threads
 joined, bag closed), exit code 1 with one error line for configuration problems.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -99,7 +101,7 @@ def spin_nodes(factory: Callable[[Context], list[Node]], args: Sequence[str] | N
             return 1
         if stop_when is None:
             stop_when = _default_stop
-        executor = MultiThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
         with _sigterm_as_interrupt():
@@ -194,7 +196,7 @@ def _workers_idle(nodes: list[Node], timeout: float) -> None:
             worker.wait_idle(timeout)
 
 
-def _spin_pipeline(context: Context, executor: MultiThreadedExecutor, nodes: list[Node],
+def _spin_pipeline(context: Context, executor: SingleThreadedExecutor, nodes: list[Node],
                    duration_s: float | None, settle_s: float) -> None:
     t0 = time.monotonic()
     end_at: float | None = None
@@ -233,7 +235,7 @@ def run_pipeline(config: str | None = None, *, replay: str | None = None,
         nodes = build_pipeline(context, config, replay=replay, model=model, rate=rate,
                                record=record, loop=loop, predictor=predictor,
                                student=student)
-        executor = MultiThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
         with _sigterm_as_interrupt():

@@ -12,7 +12,11 @@ Publishes (reliable, depth 5), every output with the input image's header (stamp
 
 Images are handed to a worker thread through a drop-oldest queue: the subscription callback
 never waits for the model, and when images come faster than the model runs the oldest
-waiting image is dropped (counted in the diagnostics).
+waiting image is dropped (counted in the diagnostics). The image subscription is raw: the
+executor thread only receives the serialized bytes, the worker decodes them
+(:func:`dsseg_core.msgs.cdr.deserialize`, zero-copy pixels) and publishes its images as
+serialized bytes (:func:`dsseg_core.msgs.cdr.image_cdr`, one copy). The overlay and the
+confidence image are computed only while someone subscribes to them.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from dsseg_core.errors import ConfigError, DssegError, MessageError
+from dsseg_core.msgs.cdr import deserialize, image_cdr
 from dsseg_core.nodes_config import SegmenterNodeConfig
 from dsseg_core.palette import blend_overlay
-from dsseg_ros.conversions import copy_header, image_msg
+from dsseg_ros.conversions import copy_header
 from dsseg_ros.node_base import OUTPUT_DEPTH, SENSOR_QOS, DssegNode
 from dsseg_ros.worker import DropOldestWorker
 
@@ -60,8 +65,10 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
         self.worker: DropOldestWorker = self.add_worker(DropOldestWorker(
             self._process, maxlen=cfg.queue_size, name='segment', on_error=self._on_error))
         msg_type = CompressedImage if cfg.transport == 'compressed' else Image
+        self._image_msgtype = ('sensor_msgs/msg/CompressedImage' if cfg.transport == 'compressed'
+                               else 'sensor_msgs/msg/Image')
         self.sub_image = self.create_subscription(msg_type, cfg.image_topic, self._on_image,
-                                                  SENSOR_QOS)
+                                                  SENSOR_QOS, raw=True)
         self.sub_info = self.create_subscription(CameraInfo, cfg.camera_info_topic,
                                                  self._on_camera_info, SENSOR_QOS)
         self.get_logger().info(
@@ -107,7 +114,7 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: bytes | Image | CompressedImage) -> None:
         if self.config.require_camera_info and self._camera_info is None:
             self.warn('no_camera_info',
                       f'no CameraInfo received yet on '
@@ -125,10 +132,13 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
                       f'{topic}: processing failed: {type(exc).__name__}: {exc}')
 
     # -- worker thread -------------------------------------------------------------------
-    def _process(self, msg: Image | CompressedImage) -> None:
+    def _process(self, msg: bytes | Image | CompressedImage) -> None:
         from dsseg_ros.conversions import decode_image
 
         cfg = self.config
+        if isinstance(msg, bytes):  # the raw subscription
+            msg = deserialize(msg, self._image_msgtype,
+                              self.resolve_topic_name(cfg.image_topic))
         rgb = decode_image(msg)
         with self._predictor_lock:
             predictor = self.predictor
@@ -137,18 +147,18 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
         encoding, dtype = mask_encoding(num_classes)
         mask = np.ascontiguousarray(class_ids, dtype=dtype)
         header = msg.header
-        self.pub_mask.publish(image_msg(mask, encoding, header))
-        if cfg.publish_overlay:
+        self.pub_mask.publish(image_cdr(mask, encoding, header))
+        # the overlay and confidence cost CPU: only while someone listens (RViz, the labeller)
+        if cfg.publish_overlay and self.pub_overlay.get_subscription_count():
             overlay = blend_overlay(rgb, mask, cfg.overlay_alpha, num_classes)
-            self.pub_overlay.publish(image_msg(overlay, 'rgb8', header))
-        if cfg.publish_confidence:
+            self.pub_overlay.publish(image_cdr(overlay, 'rgb8', header))
+        if cfg.publish_confidence and self.pub_confidence.get_subscription_count():
             conf = np.asarray(confidence, np.float32)
             if cfg.confidence_encoding == 'mono8':
                 conf8 = np.clip(np.rint(conf * 255.0), 0, 255).astype(np.uint8)
-                self.pub_confidence.publish(image_msg(conf8, 'mono8', header))
+                self.pub_confidence.publish(image_cdr(conf8, 'mono8', header))
             else:
-                self.pub_confidence.publish(image_msg(np.ascontiguousarray(conf), '32FC1',
-                                                      header))
+                self.pub_confidence.publish(image_cdr(conf, '32FC1', header))
         info = self._camera_info
         if info is not None:
             out = CameraInfo()

@@ -1,13 +1,14 @@
 """Message ⇄ numpy conversions, duck-typed over rosbags dataclasses and rclpy messages.
 
-Nothing here imports rclpy or rosbags; Pillow is imported only to (de)compress images and
-transforms3d only for quaternions. Submodules:
+Nothing here imports rclpy; rosbags only to (de)serialize CDR bytes (:mod:`.cdr`), Pillow only
+to (de)compress images and transforms3d only for quaternions. Submodules:
 
 * :mod:`~dsseg_core.msgs.image` — Image / CompressedImage ⇄ numpy, ``to_rgb``.
 * :mod:`~dsseg_core.msgs.pointcloud` — PointCloud2 ⇄ numpy for any field layout.
 * :mod:`~dsseg_core.msgs.camera_info` — CameraInfo → ``CameraModel``.
 * :mod:`~dsseg_core.msgs.tf` — ``TransformTree`` and transform helpers.
 * :mod:`~dsseg_core.msgs.buffer` — zero-copy ``data`` access, stamps.
+* :mod:`~dsseg_core.msgs.cdr` — serialized bytes ⇄ messages (the nodes' raw topics).
 """
 
 from __future__ import annotations

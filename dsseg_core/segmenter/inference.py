@@ -266,11 +266,13 @@ class Predictor(WindowedPredictor):
         import torch
         from torch.nn import functional as F  # noqa: N812
 
-        rgb = as_rgb(rgb)
+        rgb = np.ascontiguousarray(as_rgb(rgb))
+        if not rgb.flags.writeable:  # a view of received message bytes: torch wants to own it
+            rgb = rgb.copy()
         height, width = rgb.shape[:2]
         dev = self.device
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)
+            x = torch.from_numpy(rgb).to(dev).permute(2, 0, 1)
             x = x.float().mul_(1.0 / 255.0)
             if self.config.short_side:
                 scale = self.config.short_side / min(height, width)

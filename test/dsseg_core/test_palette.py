@@ -39,7 +39,7 @@ def test_class_colors_mark_ignore_and_negative_ids_unknown() -> None:
     assert tuple(colours[1]) == BASE_COLORS[3]
 
 
-def test_blend_overlay_weights_and_keeps_unlabelled_pixels() -> None:
+def test_blend_overlay_weights_and_keeps_unlabelled_pixels(kernel_path: str) -> None:
     rgb = np.full((2, 2, 3), 200, np.uint8)
     mask = np.array([[0, 255], [1, 1]], np.uint8)
     out = blend_overlay(rgb, mask, alpha=0.5)
@@ -56,3 +56,24 @@ def test_zero_classes_gives_an_empty_palette() -> None:
 
     assert palette(0).shape == (0, 3)
     assert packed_class_colors(np.array([-1, -1]), 0).shape == (2,)
+
+
+@pytest.mark.parametrize(('dtype', 'num_classes', 'top'), [(np.uint8, 20, 40),
+                                                           (np.uint8, None, 256),
+                                                           (np.uint16, 300, 400)])
+def test_blend_overlay_kernel_equals_numpy(monkeypatch: pytest.MonkeyPatch, dtype: type,
+                                           num_classes: int | None, top: int) -> None:
+    from dsseg_core.jit import HAVE_NUMBA
+
+    if not HAVE_NUMBA:
+        pytest.skip('numba is not installed')
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    mask = rng.integers(0, top, (37, 53)).astype(dtype)
+    mask[0, :4] = np.iinfo(dtype).max  # the ignore value
+    outs = []
+    for flag in ('1', '0'):
+        monkeypatch.setenv('DSSEG_JIT', flag)
+        outs.append(blend_overlay(rgb[:, ::-1], mask, alpha=0.37, num_classes=num_classes))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0][0, :4], rgb[0, ::-1][:4])
