@@ -38,8 +38,11 @@ def _setup(ros_context, spinner, predictor=None, transport='raw', extra=None):
     outs = {name: Collector(probe, Image, f'{ns}/segmenter/{name}')
             for name in ('mask', 'overlay', 'confidence')}
     outs['camera_info'] = Collector(probe, CameraInfo, f'{ns}/segmenter/camera_info')
+    # overlay and confidence are only computed for subscribers: wait until the node sees ours
     assert spinner.spin_until(lambda: pubs['image'].get_subscription_count() > 0
-                              and outs['mask'].sub.get_publisher_count() > 0)
+                              and outs['mask'].sub.get_publisher_count() > 0
+                              and node.pub_overlay.get_subscription_count() > 0
+                              and node.pub_confidence.get_subscription_count() > 0)
     return node, pubs, outs, predictor
 
 
@@ -207,3 +210,35 @@ def test_statistics_are_published_on_diagnostics(ros_context, spinner):
                 'processing_p50_ms', 'published'):
         assert key in values
     assert float(values['latency_p50_ms']) >= float(values['processing_p50_ms']) > 0
+
+
+def test_overlay_and_confidence_are_skipped_without_subscribers(ros_context, spinner,
+                                                                monkeypatch):
+    import dsseg_ros.segmenter_node as segmenter_node
+
+    calls = []
+
+    def counting_blend(*args, **kwargs):
+        calls.append(1)
+        return blend_overlay(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter_node, 'blend_overlay', counting_blend)
+    ns = '/' + unique('seg')
+    node = spinner.add(SegmenterNode('segmenter', namespace=ns, context=ros_context,
+                                     predictor=FakePredictor(),
+                                     config={'image_topic': f'{ns}/image',
+                                             'require_camera_info': False}))
+    probe = spinner.add(rclpy_node(ros_context, ns))
+    pub = probe.create_publisher(Image, f'{ns}/image', 10)
+    mask = Collector(probe, Image, f'{ns}/segmenter/mask')
+    assert spinner.spin_until(lambda: pub.get_subscription_count() > 0
+                              and mask.sub.get_publisher_count() > 0)
+    pub.publish(rgb_image_msg(7, seed=2))
+    assert spinner.spin_until(lambda: len(mask) == 1)
+    assert node.worker.wait_idle(5.0)
+    assert calls == [] and node.pub_overlay.get_subscription_count() == 0
+    overlay = Collector(probe, Image, f'{ns}/segmenter/overlay')  # now someone listens
+    assert spinner.spin_until(lambda: node.pub_overlay.get_subscription_count() > 0)
+    pub.publish(rgb_image_msg(8, seed=2))
+    assert spinner.spin_until(lambda: len(overlay) == 1)
+    assert calls == [1]
