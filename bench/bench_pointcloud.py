@@ -7,6 +7,8 @@ bytes, i.e. the cheapest possible "get the data out" step. Each result is printe
 to that anchor (goal for ``cloud_to_points``: within 2x). The cloud is a Velodyne-like
 x, y, z, intensity (float32), ring (uint16) layout padded to a 32-byte point_step, with the
 ``data`` field as rosbags (ndarray) and rclpy (array.array) deliver it. No ROS is started.
+Cloud rows are timed with the numba kernels (``[jit]``, when numba is installed) and with the
+numpy reference path (``[numpy]``, ``DSSEG_JIT=0``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from dsseg_core.jit import jit_enabled  # noqa: E402
 from dsseg_core.msgs.image import image_to_numpy, numpy_to_image_fields, to_rgb  # noqa: E402
 from dsseg_core.msgs.pointcloud import (  # noqa: E402
     cloud_to_points,
@@ -49,11 +52,11 @@ def timed(fn, repeat: int) -> tuple[float, float]:
 
 
 def report(name: str, t: tuple[float, float], anchor: tuple[float, float]) -> None:
-    print(f'{name:50s} {t[0] * 1e3:8.3f} {t[1] * 1e3:8.3f} {t[0] / anchor[0]:8.2f} '
+    print(f'{name:58s} {t[0] * 1e3:8.3f} {t[1] * 1e3:8.3f} {t[0] / anchor[0]:8.2f} '
           f'{t[1] / anchor[1]:8.2f}')
 
 
-HEADER = f'{"operation":50s} {"med ms":>8s} {"min ms":>8s} {"x med":>8s} {"x min":>8s}'
+HEADER = f'{"operation":58s} {"med ms":>8s} {"min ms":>8s} {"x med":>8s} {"x min":>8s}'
 
 
 def velodyne_cloud(n: int, nan_fraction: float = 0.0, seed: int = 0) -> SimpleNamespace:
@@ -107,8 +110,12 @@ def main() -> int:
                  lambda: points_to_cloud_fields(write_cols)))
     print(HEADER)
     report('anchor np.frombuffer(data).copy()', anchor, anchor)
+    modes = ['jit', 'numpy'] if jit_enabled() else ['numpy']
     for name, fn in rows:
-        report(name, timed(fn, rep), anchor)
+        for mode in modes:  # numba kernels, then the numpy reference path (DSSEG_JIT=0)
+            os.environ['DSSEG_JIT'] = '1' if mode == 'jit' else '0'
+            report(f'{name} [{mode}]', timed(fn, rep), anchor)
+    os.environ['DSSEG_JIT'] = '1' if 'jit' in modes else '0'
 
     # Images: 1242x375 (KITTI) rgb8 / bgr8 / mono16.
     rng = np.random.default_rng(1)

@@ -1,13 +1,15 @@
 """Benchmarks and real-data experiments of dsseg_core.points3d (issue #6).
 
     OMP_NUM_THREADS=1 python bench/bench_points3d.py            # timings (default: speed)
+    OMP_NUM_THREADS=1 python bench/bench_points3d.py speed --no-student   # without the student
     OMP_NUM_THREADS=1 python bench/bench_points3d.py leak       # boundary leak, SemanticKITTI
     OMP_NUM_THREADS=1 python bench/bench_points3d.py student    # 3D student on SemanticKITTI
 
 ``speed``: label transfer + smoothing per ~120k-point scan (KITTI raw frame, label image = 12
 bands, geometric smoothing) against the anchor *transfer + scipy cKDTree kNN vote over all
 points* measured in the same run; smoothing alone on the SemanticKITTI scan (124,668 points);
-3D student inference per scan (CPU). Medians of ``--repeat`` runs, one thread.
+3D student inference per scan (CPU; ``--no-student`` skips it). Medians of ``--repeat`` runs,
+one thread. ``DSSEG_JIT=0`` times the numpy reference paths instead of the numba kernels.
 
 ``leak``: boundary leak of noisy labels, kNN vote and geometric smoothing on the SemanticKITTI
 scan (definition in dsseg_core.points3d.smoothing.boundary_leak and docs/results/points3d.md).
@@ -56,10 +58,7 @@ def _band_image(h: int, w: int) -> np.ndarray:
     return ((u * 6) // w + 6 * (v > h // 2)).astype(np.uint8)
 
 
-def speed(repeat: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+def speed(repeat: int, student: bool = True) -> None:
     from dsseg_core.calibration import load_kitti_raw
     from dsseg_core.points3d.label_points import LabelPointsConfig, label_scan
     from dsseg_core.points3d.smoothing import SmoothingConfig, knn_vote, smooth_labels
@@ -102,9 +101,12 @@ def speed(repeat: int) -> None:
     rows.append((f'SemanticKITTI {len(sk_xyz)} pts: geometric smoothing',
                  _median_ms(lambda: smooth_labels(sk_xyz, lab, num_classes=19), repeat)))
 
-    from dsseg_core.points3d.student import PointPredictor, StudentConfig, build_student
+    for width in (8, 32) if student else ():
+        import torch
 
-    for width in (8, 32):
+        from dsseg_core.points3d.student import PointPredictor, StudentConfig, build_student
+
+        torch.set_num_threads(1)
         scfg = StudentConfig(num_classes=20, width=width)
         pred = PointPredictor(build_student(scfg), scfg)
         rows.append((f'3D student width {width} inference (64x2048, CPU 1 thread)',
@@ -267,12 +269,14 @@ def main() -> int:
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--steps', type=int, default=300)
     parser.add_argument('--out', type=Path, default=Path('/tmp/dsseg_points3d_student'))
+    parser.add_argument('--no-student', action='store_true',
+                        help='speed: skip the (slow) 3D student inference rows')
     args = parser.parse_args()
     if not DATA.exists():
         print(f'{DATA} missing: the benchmarks need ../shared/data')
         return 1
     if args.mode == 'speed':
-        speed(args.repeat)
+        speed(args.repeat, student=not args.no_student)
     elif args.mode == 'leak':
         leak()
     else:

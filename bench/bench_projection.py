@@ -3,7 +3,8 @@
 Anchor (measured in the same run, same points): a plain ``K @ X.T`` float32 matmul of the
 120k points (no extrinsics, no division, no filtering) — the floor of any projection.
 Every result prints its time (best of ``--repeat`` runs of ``--number`` calls) and its ratio
-to the anchor (> 1 = that many times slower than the bare matmul).
+to the anchor (> 1 = that many times slower than the bare matmul), for the numpy reference
+path (``DSSEG_JIT=0``) and the numba kernels (when numba is installed and ``DSSEG_JIT`` != 0).
 
 Points: the first 120,000 points of KITTI raw scans 0 + 1 (../shared/data) with the KITTI
 raw camera 2 calibration; a synthetic 120k-point 64-ring scan when the data is absent.
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from dsseg_core.calibration import CameraCalibration, CameraModel, load_kitti_raw  # noqa: E402
+from dsseg_core.jit import jit_enabled  # noqa: E402
 from dsseg_core.points3d.transfer import CameraView, transfer_labels  # noqa: E402
 from dsseg_core.projection import project_points, zbuffer_visible  # noqa: E402
 
@@ -186,21 +188,28 @@ def main(argv: list[str] | None = None) -> int:
             lambda: transfer_labels(pts, [view]),
         'transfer_labels, 2 overlapping views (vote)': lambda: transfer_labels(pts, [view, view]),
     }
-    # Interleave the cases (anchor included) in every repeat so that load changes on a shared
-    # machine hit them alike; keep each case's best repeat.
-    best = {name: float('inf') for name in cases}
-    for _ in range(args.repeat):
-        for name, fn in cases.items():
-            best[name] = min(best[name], best_ms(fn, 1, args.number))
+    # The numpy reference path (DSSEG_JIT=0) first, then the numba kernels: interleaving the two
+    # changes the numpy path's allocation pattern (page faults) on this VM. Within a path the
+    # cases (anchor included) are interleaved in every repeat so that load changes on a shared
+    # machine hit them alike; each case keeps its best repeat.
+    modes = ['numpy', 'jit'] if jit_enabled() else ['numpy']
+    best = {(name, mode): float('inf') for name in cases for mode in modes}
+    for mode in modes:
+        os.environ['DSSEG_JIT'] = '1' if mode == 'jit' else '0'
+        for _ in range(args.repeat):
+            for name, fn in cases.items():
+                best[name, mode] = min(best[name, mode], best_ms(fn, 1, args.number))
     names = list(cases)
-    anchor = best[names[0]]
-    rows = [(name, best[name]) for name in names[1:]]
+    anchor = min(best[names[0], mode] for mode in modes)
     print(f'points: {len(pts)} ({source}); in image: {len(proj)}, visible: {int(vis.sum())}')
     print(f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS")}, numpy {np.__version__}, '
-          f'best of {args.repeat} x {args.number} calls')
-    print(f'{"anchor: K @ X.T (float32 matmul, same points)":58s} {anchor:8.3f} ms   1.00x')
-    for name, ms in rows:
-        print(f'{name:58s} {ms:8.3f} ms  {ms / anchor:5.2f}x')
+          f'best of {args.repeat} x {args.number} calls; numpy = DSSEG_JIT=0 reference path, '
+          'jit = numba kernels')
+    print(f'{"case":58s} ' + ' '.join(f'{m + " ms":>9s} {"x anchor":>8s}' for m in modes))
+    print(f'{"anchor: K @ X.T (float32 matmul, same points)":58s} {anchor:9.3f} {1.0:8.2f}')
+    for name in names[1:]:
+        print(f'{name:58s} ' + ' '.join(f'{best[name, m]:9.3f} {best[name, m] / anchor:8.2f}'
+                                        for m in modes))
     return 0
 
 

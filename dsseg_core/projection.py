@@ -5,7 +5,9 @@ y down). A point is inside the image when ``0 <= u < W`` and ``0 <= v < H``, and
 pixel ``(row, col) = (floor(v), floor(u))`` (:meth:`Projection.pixels`). ``depth`` is the
 camera-frame z (distance along the optical axis), not the Euclidean range.
 
-Everything is vectorised numpy; no per-point Python loops.
+Everything is vectorised numpy, no per-point Python loops; :func:`project_points` and
+:func:`zbuffer_visible` also have numba kernels (:mod:`dsseg_core.projection_kernels`, one pass
+over the points each), used unless ``DSSEG_JIT=0``, with bit-identical results.
 """
 # Matrix names follow the maths (K, D, R, T, P): ruff pep8-naming is relaxed for them.
 
@@ -13,6 +15,7 @@ Everything is vectorised numpy; no per-point Python loops.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +23,28 @@ import numpy as np
 
 from dsseg_core.calibration import CameraCalibration, CameraModel, distort_normalized
 from dsseg_core.errors import CalibrationError, MessageError
+from dsseg_core.jit import jit_enabled
+from dsseg_core.projection_kernels import (
+    C_CX,
+    C_CY,
+    C_FX,
+    C_FY,
+    C_HI_U,
+    C_HI_V,
+    C_LO_U,
+    C_LO_V,
+    C_MIN_Z,
+    C_ONE,
+    C_R2MAX,
+    C_SKEW,
+    C_SKEW_FX,
+    MODEL_CODES,
+    N_CONSTS,
+    project_distorted_kernel,
+    project_pinhole_kernel,
+    zbuffer_kernel,
+    zbuffer_scratch_size,
+)
 
 __all__ = [
     'DEFAULT_DEPTH_TOLERANCE',
@@ -164,33 +189,54 @@ def project_points(xyz: np.ndarray, calib: CameraCalibration, min_depth: float =
     Applies ``T_cam_lidar``, drops points with camera z <= ``min_depth``, guards against the
     distortion model's fold-back (points outside the undistorted field of view are dropped
     before distorting), applies the distortion and K, and keeps ``0 <= u < W, 0 <= v < H``.
+
+    Arithmetic is done in the cloud's dtype (float32 for float32 clouds), one IEEE operation
+    at a time in a fixed order (``x * R[i, 0] + y * R[i, 1] + z * R[i, 2] + t[i]``, no BLAS),
+    so that the numba kernel (:mod:`dsseg_core.projection_kernels`) and this numpy path give
+    bit-identical results; the kernel is used unless ``DSSEG_JIT=0`` (or for fisheye cameras).
     """
     if not isinstance(calib, CameraCalibration):
         raise CalibrationError(
             f'project_points needs a CameraCalibration, got {type(calib).__name__}'
         )
-    cam = calib.camera
     arr = _as_points(xyz)
-    xyz3 = arr[:, :3]
+    if jit_enabled() and calib.camera.distortion_model in MODEL_CODES:
+        return _project_points_jit(arr, calib, min_depth)
+    return _project_points_numpy(arr, calib, min_depth)
+
+
+def _affine_row(pts: np.ndarray, R: np.ndarray, t: np.floating, i: int) -> np.ndarray:
+    """``pts[:, 0] * R[i, 0] + pts[:, 1] * R[i, 1] + pts[:, 2] * R[i, 2] + t`` in pts' dtype,
+    left to right (the order the kernel uses; no FMA, no BLAS blocking)."""
+    with np.errstate(invalid='ignore', over='ignore'):  # NaN/inf points are dropped later
+        out = pts[:, 0] * R[i, 0]
+        tmp = np.multiply(pts[:, 1], R[i, 1])
+        out += tmp
+        np.multiply(pts[:, 2], R[i, 2], out=tmp)
+        out += tmp
+        out += t
+    return out
+
+
+def _project_points_numpy(arr: np.ndarray, calib: CameraCalibration, min_depth: float
+                          ) -> Projection:
+    """Reference (vectorised numpy) path of :func:`project_points`."""
+    cam = calib.camera
     T = calib.T_cam_lidar
     ft = arr.dtype
     R = T[:3, :3].astype(ft)
-    # Depth first (one mat-vec), then x, y only for the points in front. Mat-vecs and row
-    # gathers (np.take) of the whole rows stay fast on the strided (N, 3) view of (N, 4) scans.
-    z = xyz3 @ R[2]
-    z += ft.type(T[2, 3])
+    # Depth first, then x, y only for the points in front. Row gathers (np.take) of whole
+    # rows stay fast on the strided (N, 3) view of (N, 4) scans.
+    z = _affine_row(arr, R, ft.type(T[2, 3]), 2)
     idx = np.flatnonzero(z > max(float(min_depth), 1e-6))
     z = z[idx]
-    sub = np.take(arr, idx, axis=0)[:, :3]
-    x = sub @ R[0]
-    x += ft.type(T[0, 3])
-    y = sub @ R[1]
-    y += ft.type(T[1, 3])
+    sub = np.take(arr, idx, axis=0)
+    x = _affine_row(sub, R, ft.type(T[0, 3]), 0)
+    y = _affine_row(sub, R, ft.type(T[1, 3]), 1)
     fx, fy, cx, cy, skew = cam.fx, cam.fy, cam.cx, cam.cy, float(cam.K[0, 1])
     if not cam.has_distortion:
         # Pre-cut without divisions (z > 0), one pixel of margin; the exact test is below.
-        lo_u, hi_u = (-cx - 1.0) / fx, (cam.width - cx + 1.0) / fx
-        lo_v, hi_v = (-cy - 1.0) / fy, (cam.height - cy + 1.0) / fy
+        lo_u, hi_u, lo_v, hi_v = _pinhole_cut(cam)
         xs = x if skew == 0.0 else x + (skew / fx) * y
         keep = np.flatnonzero((xs >= lo_u * z) & (xs < hi_u * z) & (y >= lo_v * z)
                               & (y < hi_v * z))
@@ -215,6 +261,58 @@ def project_points(xyz: np.ndarray, calib: CameraCalibration, min_depth: float =
     uv[:, 1] = v[inside]
     return Projection(idx[inside].astype(np.int64, copy=False), uv,
                       z[inside].astype(dt, copy=False), cam.width, cam.height)
+
+
+def _pinhole_cut(cam: CameraModel) -> tuple[float, float, float, float]:
+    """Normalised-coordinate bounds of the image plus one pixel (pre-cut of pinhole cameras)."""
+    fx, fy, cx, cy = cam.fx, cam.fy, cam.cx, cam.cy
+    return ((-cx - 1.0) / fx, (cam.width - cx + 1.0) / fx,
+            (-cy - 1.0) / fy, (cam.height - cy + 1.0) / fy)
+
+
+def _kernel_constants(arr: np.ndarray, calib: CameraCalibration, min_depth: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rot, trans, consts)`` of the projection kernels: the constants of the numpy path
+    in the cloud's dtype (how numpy rounds the Python floats it mixes with the arrays)."""
+    cam = calib.camera
+    T = calib.T_cam_lidar
+    ft = arr.dtype
+    skew = float(cam.K[0, 1])
+    consts = np.zeros(N_CONSTS, ft)
+    consts[C_MIN_Z] = max(float(min_depth), 1e-6)
+    consts[C_FX], consts[C_FY], consts[C_CX], consts[C_CY] = cam.fx, cam.fy, cam.cx, cam.cy
+    consts[C_SKEW] = skew
+    consts[C_SKEW_FX] = skew / cam.fx
+    consts[C_LO_U], consts[C_HI_U], consts[C_LO_V], consts[C_HI_V] = _pinhole_cut(cam)
+    consts[C_ONE] = 1.0
+    return np.ascontiguousarray(T[:3, :3], ft), np.ascontiguousarray(T[:3, 3], ft), consts
+
+
+def project_points_kernel(pts: np.ndarray, calib: CameraCalibration, min_depth: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(index, uv, depth)`` of :func:`project_points` from the numba kernels: ``pts`` (N, 3+)
+    float32/float64 C-contiguous, a pinhole, plumb_bob or rational_polynomial camera."""
+    cam = calib.camera
+    rot, trans, consts = _kernel_constants(pts, calib, min_depth)
+    if not cam.has_distortion:
+        return project_pinhole_kernel(pts, rot, trans, consts, cam.width, cam.height)
+    r_max = max_undistorted_radius(cam)
+    check_radius = bool(np.isfinite(r_max))
+    if check_radius:
+        consts[C_R2MAX] = r_max * r_max
+    dist = np.zeros(8, pts.dtype)
+    dist[:cam.D.size] = cam.D
+    return project_distorted_kernel(pts, rot, trans, consts, dist,
+                                    cam.distortion_model == 'rational_polynomial', check_radius,
+                                    cam.width, cam.height)
+
+
+def _project_points_jit(arr: np.ndarray, calib: CameraCalibration, min_depth: float
+                        ) -> Projection:
+    """Kernel path of :func:`project_points` (same result as the numpy path)."""
+    cam = calib.camera
+    index, uv, depth = project_points_kernel(np.ascontiguousarray(arr), calib, min_depth)
+    return Projection(index, uv, depth, cam.width, cam.height)
 
 
 def _check_size(projection: Projection, width: int, height: int) -> None:
@@ -254,6 +352,20 @@ def _sliding_min_rows(a: np.ndarray, w: int) -> np.ndarray:
     return cur[:, : n - w + 1]
 
 
+_SCRATCH = threading.local()
+
+
+def zbuffer_scratch(width: int, height: int, radius: int) -> np.ndarray:
+    """This thread's float32 work buffer for :func:`zbuffer_kernel` (grown, never shrunk:
+    reusing it avoids faulting in ~4 MB of fresh pages per call)."""
+    size = zbuffer_scratch_size(width, height, radius)
+    buf = getattr(_SCRATCH, 'zbuffer', None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, np.float32)
+        _SCRATCH.zbuffer = buf
+    return buf
+
+
 def depth_image(projection: Projection, width: int, height: int) -> np.ndarray:
     """(H, W) float32 image of the nearest projected depth per pixel; 0 where no point."""
     _check_size(projection, width, height)
@@ -287,6 +399,12 @@ def zbuffer_visible(
     if m == 0:
         return np.zeros(0, dtype=bool)
     r = int(radius_px)
+    factor = np.float32(1.0 - depth_tolerance)
+    if jit_enabled() and projection.uv.dtype == np.float32 \
+            and projection.depth.dtype == np.float32:
+        return zbuffer_kernel(np.ascontiguousarray(projection.uv),
+                              np.ascontiguousarray(projection.depth), int(width), int(height), r,
+                              factor, zbuffer_scratch(int(width), int(height), r))
     rows, cols = projection.pixels()
     if not projection.width:
         np.clip(cols, 0, width - 1, out=cols)
@@ -311,7 +429,7 @@ def zbuffer_visible(
         for dy in range(-r, r + 1):
             if dy:
                 np.minimum(nbr, h[base + dy * hw], out=nbr)
-    return ~(nbr < projection.depth * np.float32(1.0 - depth_tolerance))
+    return ~(nbr < projection.depth * factor)
 
 
 # --------------------------------------------------------------------------------------------

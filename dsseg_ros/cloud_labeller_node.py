@@ -21,6 +21,11 @@ arrive, without waiting for masks). With ``student.without_cameras`` the student
 clouds alone while no mask has arrived for ``student.camera_timeout_s`` or no camera is
 usable. The student runs in the worker thread, like the projection.
 
+Cloud, mask and confidence subscriptions are raw: the synchronizer pairs the serialized bytes
+by their header stamp (:func:`dsseg_core.msgs.cdr.header_stamp_ns`) and only the worker decodes
+the matched set (rosbags CDR, zero-copy), so the executor thread never converts a multi-MB
+message.
+
 Extrinsics ``T_cam_lidar``: the calibration YAML (camera names = YAML keys), or TF between
 the cloud frame and the camera frame (CameraInfo ``frame_id``): ``/tf_static`` (transient
 local) and ``/tf`` when ``tf2_msgs`` is importable (``tf2_ros`` buffer when that is), and/or
@@ -42,6 +47,9 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from dsseg_core.errors import CalibrationError, ConfigError, DssegError, MessageError
+from dsseg_core.jit import jit_enabled
+from dsseg_core.msgs.cdr import deserialize, header_stamp_ns
+from dsseg_core.msgs.pointcloud_kernels import pack_labelled_points
 from dsseg_core.nodes_config import UNKNOWN_LABEL, CloudLabellerConfig
 from dsseg_core.palette import UNKNOWN_COLOR, packed_class_colors
 from dsseg_ros.conversions import (
@@ -84,10 +92,12 @@ class LabelledCloud:
 
         Written in one pass into the message's ``array('B')`` buffer: the colour is one
         table lookup on the uint32 label bits (``-1`` and ids >= ``num_classes`` hit the
-        unknown entry), the seven 4-byte columns are stacked straight into the buffer.
-        ``buffer``: an ``array('B')`` the caller owns, resized and used as the message's data
-        (no fresh multi-MB allocation, whose page faults cost more than the packing); only
-        for a message that is published (serialized) before the buffer is used again.
+        unknown entry), the seven 4-byte columns are stacked straight into the buffer (one
+        numba kernel, :func:`dsseg_core.msgs.pointcloud_kernels.pack_labelled_points`, unless
+        ``DSSEG_JIT=0``; same bytes). ``buffer``: an ``array('B')`` the caller owns, resized
+        and used as the message's data (no fresh multi-MB allocation, whose page faults cost
+        more than the packing); only for a message that is published (serialized) before the
+        buffer is used again.
         """
         n = self.xyz.shape[0]
         labels = np.ascontiguousarray(self.labels, np.int32).reshape(n)
@@ -95,8 +105,9 @@ class LabelledCloud:
             num_classes = int(labels.max()) + 1 if n else 0
         num_classes = max(int(num_classes), 0)
         bits = labels.view(np.uint32)
-        rgb = _rgb_table(num_classes).take(np.minimum(bits, np.uint32(num_classes)))
-        xyz = np.ascontiguousarray(self.xyz, np.float32).view(np.uint32)
+        xyz = np.ascontiguousarray(self.xyz, np.float32).reshape(n, 3).view(np.uint32)
+        intensity = np.ascontiguousarray(self.intensity, np.float32).reshape(n)
+        confidence = np.ascontiguousarray(self.confidence, np.float32).reshape(n)
         size = _POINT_STEP * n
         if buffer is None:
             buf = array.array('B', [0]) * size
@@ -107,14 +118,18 @@ class LabelledCloud:
             elif len(buf) > size:
                 del buf[size:]
         table = np.frombuffer(buf, np.uint32).reshape(n, _POINT_STEP // 4)
-        np.stack((xyz[:, 0], xyz[:, 1], xyz[:, 2],
-                  np.asarray(self.intensity, np.float32).reshape(n).view(np.uint32), bits,
-                  np.asarray(self.confidence, np.float32).reshape(n).view(np.uint32), rgb),
-                 axis=1, out=table)
+        if jit_enabled():
+            dense = pack_labelled_points(xyz, intensity.view(np.uint32), bits,
+                                         confidence.view(np.uint32), _rgb_table(num_classes),
+                                         table)
+        else:
+            rgb = _rgb_table(num_classes).take(np.minimum(bits, np.uint32(num_classes)))
+            np.stack((xyz[:, 0], xyz[:, 1], xyz[:, 2], intensity.view(np.uint32), bits,
+                      confidence.view(np.uint32), rgb), axis=1, out=table)
+            dense = np.isfinite(self.xyz).all()
         msg = PointCloud2(check_fields=True, header=copy_header(header), height=1, width=n,
                           is_bigendian=sys.byteorder == 'big', point_step=_POINT_STEP,
-                          row_step=_POINT_STEP * n,
-                          is_dense=bool(np.isfinite(self.xyz).all()))
+                          row_step=_POINT_STEP * n, is_dense=bool(dense))
         msg.fields = [PointField(name=name, offset=4 * i, datatype=datatype, count=1)
                       for i, (name, datatype) in enumerate(_FIELDS)]
         msg.data = buf  # check_fields=True: rclpy takes the array('B') without a copy
@@ -396,15 +411,17 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         self.pub = self.create_publisher(PointCloud2, '~/labelled_cloud', OUTPUT_DEPTH)
         self.worker: DropOldestWorker = self.add_worker(DropOldestWorker(
             self._process, maxlen=cfg.queue_size, name='label', on_error=self._on_error))
+        self._slot_topics = [cfg.cloud_topic]
         self._subs = [self.create_subscription(
-            PointCloud2, cfg.cloud_topic, lambda m: self._offer(0, m), SENSOR_QOS)]
+            PointCloud2, cfg.cloud_topic, lambda m: self._offer(0, m), SENSOR_QOS, raw=True)]
         for index, (kind, name) in enumerate(self._slots):
             if kind == 'cloud':
                 continue
             cam = cfg.cameras[name]
             topic = cam.mask_topic if kind == 'mask' else cam.confidence_topic
+            self._slot_topics.append(topic)
             self._subs.append(self.create_subscription(
-                Image, topic, lambda m, i=index: self._offer(i, m), SENSOR_QOS))
+                Image, topic, lambda m, i=index: self._offer(i, m), SENSOR_QOS, raw=True))
         for name, cam in cfg.cameras.items():
             self._subs.append(self.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda m, n=name: self._on_info(n, m),
@@ -423,8 +440,17 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         with self._info_lock:
             self._infos[name] = msg
 
-    def _offer(self, index: int, msg: Any) -> None:
-        stamp = stamp_ns(msg.header)
+    def _offer(self, index: int, msg: bytes | Any) -> None:
+        """A cloud (index 0), mask or confidence: serialized bytes from the raw subscriptions
+        (or a message object, e.g. from a tool calling this directly)."""
+        if isinstance(msg, bytes):
+            try:
+                stamp = header_stamp_ns(msg, self.resolve_topic_name(self._slot_topics[index]))
+            except MessageError as err:
+                self.warn('bad_message', str(err))
+                return
+        else:
+            stamp = stamp_ns(msg.header)
         if index == 0 and self.student is not None and self._student_alone():
             self.worker.submit(_StudentOnly(msg))
             return
@@ -507,9 +533,20 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
             views.append(CameraView(CameraCalibration(model, t_cam_lidar), mask, conf))
         return views
 
+    def _decoded(self, index: int, msg: bytes | Any) -> Any:
+        """The message of sync slot ``index`` decoded from its serialized bytes."""
+        if not isinstance(msg, bytes):
+            return msg
+        msgtype = 'sensor_msgs/msg/PointCloud2' if index == 0 else 'sensor_msgs/msg/Image'
+        return deserialize(msg, msgtype, self.resolve_topic_name(self._slot_topics[index]))
+
     def _process(self, msgs: list[Any] | _StudentOnly) -> None:
         cfg = self.config
         alone = isinstance(msgs, _StudentOnly)
+        if alone:
+            msgs = _StudentOnly(self._decoded(0, msgs.cloud))
+        else:
+            msgs = [self._decoded(i, m) for i, m in enumerate(msgs)]
         cloud = msgs.cloud if alone else msgs[0]
         arrays = cloud_arrays(cloud, self.resolve_topic_name(cfg.cloud_topic))
         views = [] if alone else self.build_views(msgs)

@@ -8,6 +8,8 @@ views of the received bytes.
 
 * :func:`deserialize` — bytes -> rosbags message dataclass (Kilted typestore), duck-typed like
   an rclpy message for every dsseg decoder (``header.stamp.sec``, ``data``, ...).
+* :func:`header_stamp_ns` — the ``header.stamp`` of serialized bytes without decoding them (for
+  the synchronizer, on the executor thread).
 * :func:`image_cdr` — numpy image -> serialized ``sensor_msgs/msg/Image`` in one copy of the
   pixels, byte-compatible with rclpy's ``serialize_message`` (padding bytes are zero).
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 from dsseg_core.errors import MessageError
 
-__all__ = ['IMAGE_MSGTYPE', 'deserialize', 'image_cdr']
+__all__ = ['IMAGE_MSGTYPE', 'deserialize', 'header_stamp_ns', 'image_cdr']
 
 IMAGE_MSGTYPE = 'sensor_msgs/msg/Image'
 
@@ -62,6 +64,16 @@ def deserialize(raw: bytes | bytearray | memoryview, msgtype: str, source: str =
         raise MessageError(
             f'{source}: cannot decode {len(raw)} bytes as {msgtype}: '
             f'{type(err).__name__}: {err}; is the publisher using this type?') from err
+
+
+def header_stamp_ns(raw: bytes | bytearray | memoryview, source: str = '?') -> int:
+    """Nanoseconds of the ``header.stamp`` of a serialized message whose first field is a
+    ``std_msgs/Header`` (Image, PointCloud2, CameraInfo, ...), read from bytes 4..12."""
+    if len(raw) < 12 or raw[0] != 0 or raw[1] not in (0, 1):
+        raise MessageError(f'{source}: {len(raw)} bytes are not a CDR message with a header '
+                           '(too short or unknown encapsulation)')
+    sec, nanosec = struct.unpack_from('<iI' if raw[1] == 1 else '>iI', raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def _string(value: str, offset: int) -> tuple[bytes, int]:

@@ -7,6 +7,10 @@ message buffer (``np.ndarray(buffer=data, offset=field.offset, strides=(row_step
 point_step))``), so arbitrary offsets, ``point_step`` padding, padded rows, organized clouds
 and big-endian data cost one copy per requested column and nothing else.
 
+Unless ``DSSEG_JIT=0``, :func:`cloud_to_points` reads x, y, z, intensity and ring in one pass
+over the points with a numba kernel (:mod:`dsseg_core.msgs.pointcloud_kernels`; same arrays)
+when x, y, z are native-endian float32.
+
 Writing: :func:`points_to_cloud_fields` builds the fields of a PointCloud2 (x, y, z float32 at
 offsets 0/4/8, then the other arrays in the order given) as a plain dict that the bag
 converter and the ROS nodes turn into a message of their library.
@@ -14,16 +18,24 @@ converter and the ROS nodes turn into a message of their library.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from dsseg_core.errors import MessageError
+from dsseg_core.jit import jit_enabled
 from dsseg_core.msgs.buffer import as_uint8
+from dsseg_core.msgs.pointcloud_kernels import (
+    FIXED_LAYOUTS,
+    compact_finite,
+    gather_point_rows,
+    gather_points,
+)
 
 __all__ = [
     'INTENSITY_NAMES',
@@ -316,6 +328,10 @@ def cloud_to_points(msg: Any, fields: Sequence[str] | None = ('x', 'y', 'z', 'in
                                 POINTFIELD_DTYPES.get(lay.fields[c].datatype, np.uint8))
                    for c in extra_names},
             height=lay.height, width=lay.width)
+    if jit_enabled():
+        fast = _cloud_to_points_jit(lay, intensity_name, ring_name, extra_names)
+        if fast is not None:
+            return fast
     xyz = _xyz(lay)
     keep = _finite_rows(xyz)
     dropped = 0 if keep is None else int(n - np.count_nonzero(keep))
@@ -347,6 +363,159 @@ def cloud_to_points(msg: Any, fields: Sequence[str] | None = ('x', 'y', 'z', 'in
     return CloudArrays(xyz=xyz, intensity=intensity, ring=ring, extra=extra,
                        dropped_invalid=dropped, height=lay.height, width=lay.width,
                        source_index=source_index)
+
+
+#: Intensity / ring dtypes the gather kernel converts (numba specialises on each).
+_KERNEL_INTENSITY_KINDS = 'fiu'
+_KERNEL_RING_KINDS = 'iu'
+# Stand-ins for absent columns (the kernels do not read them).
+_NO_COLUMN = np.zeros((1, 1), np.float32)
+_NO_RING = np.zeros((1, 1), np.int32)
+_NO_LINE = np.zeros(1, np.float32)
+_NO_RING_LINE = np.zeros(1, np.int32)
+
+
+def _plane(lay: _Layout, spec: FieldSpec) -> np.ndarray:
+    """(H, W) strided view of the first element of a field (``count`` > 1 included)."""
+    base, _count = _field_dtype(spec, lay.byteorder, lay.point_step)
+    return np.ndarray(shape=(lay.height, lay.width), dtype=base, buffer=lay.buf,
+                      offset=spec.offset, strides=(lay.row_step, lay.point_step))
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_plan(specs: tuple[FieldSpec | None, ...], point_step: int, byteorder: str
+                 ) -> tuple[tuple[np.dtype, int, int] | None, ...] | None:
+    """How the gather kernel reads x, y, z, intensity, ring (``specs``, None = absent) of this
+    layout: per column ``(dtype, offset // itemsize, point_step // itemsize)`` (a slice of a
+    typed view of the buffer; ``offset // itemsize`` is -1 when offsets are not multiples of
+    the itemsize), or None when the layout needs the numpy path (x/y/z not float32 or with
+    ``count`` > 1, non-native byte order, non-numeric intensity/ring). Raises the numpy path's
+    MessageError for fields that do not fit in ``point_step``."""
+    plan = []
+    for k, spec in enumerate(specs):
+        if spec is None:
+            plan.append(None)
+            continue
+        base, count = _field_dtype(spec, byteorder, point_step)
+        if k < 3 and (spec.datatype != 7 or count != 1):
+            return None
+        kinds = 'f' if k < 3 else (_KERNEL_INTENSITY_KINDS if k == 3 else _KERNEL_RING_KINDS)
+        if not base.isnative or base.kind not in kinds:
+            return None
+        size = base.itemsize
+        aligned = spec.offset % size == 0 and point_step % size == 0
+        plan.append((base, spec.offset // size if aligned else -1, point_step // size))
+    return tuple(plan)
+
+
+def _cloud_to_points_jit(lay: _Layout, intensity_name: str | None, ring_name: str | None,
+                         extra_names: list[str]) -> CloudArrays | None:
+    """Kernel path of :func:`cloud_to_points` (one pass over the points); None when the layout
+    needs the numpy path (non-native byte order, x/y/z not float32, exotic dtypes)."""
+    if any(c not in lay.fields for c in 'xyz'):
+        return None  # the numpy path raises the missing-field error
+    fields = lay.fields
+    specs = (fields['x'], fields['y'], fields['z'],
+             None if intensity_name is None else fields[intensity_name],
+             None if ring_name is None else fields[ring_name])
+    plan = _gather_plan(specs, lay.point_step, lay.byteorder)
+    if plan is None:
+        return None
+    n = lay.height * lay.width
+    flat = lay.height == 1 or lay.row_step == lay.width * lay.point_step
+    buf = lay.buf
+    if flat:
+        fixed = _fixed_layout(specs, lay.point_step)
+        if fixed is not None:
+            return _gather_fixed(fixed, lay, intensity_name, ring_name, extra_names)
+    views: dict[np.dtype, np.ndarray] = {}
+    cols: list[np.ndarray] = []
+    for spec, step in zip(specs, plan, strict=True):
+        if step is None:
+            cols.append(None)
+        elif flat and step[1] >= 0:
+            # A slice of a typed view of the whole buffer (cheaper than np.ndarray(buffer=)).
+            dtype, start, stride = step
+            typed = views.get(dtype)
+            if typed is None:
+                typed = views[dtype] = buf[: buf.size - buf.size % dtype.itemsize].view(dtype)
+            cols.append(typed[start::stride][:n])
+        else:
+            col = _plane(lay, spec)
+            cols.append(col.reshape(n) if flat else col)
+    x, y, z, icol, rcol = cols
+    if icol is None:
+        icol = _NO_LINE if flat else _NO_COLUMN
+    if rcol is None:
+        rcol = _NO_RING_LINE if flat else _NO_RING
+    xyz = np.empty((n, 3), np.float32)
+    intensity = np.empty(n if intensity_name is not None else 0, np.float32)
+    ring = np.empty(n if ring_name is not None else 0, np.int32)
+    # Rows that follow each other: 1-D strided columns; padded rows: row by row.
+    gather = gather_points if flat else gather_point_rows
+    bad = gather(x, y, z, icol, intensity_name is not None, rcol, ring_name is not None, xyz,
+                 intensity, ring)
+    return _finish(lay, xyz, intensity, ring, bad, intensity_name, ring_name, extra_names)
+
+
+def _fixed_layout(specs: tuple[FieldSpec | None, ...], point_step: int) -> Callable | None:
+    """The fixed-layout gather kernel of x, y, z, intensity, ring ``specs`` (validated by
+    :func:`_gather_plan`), if there is one (``FIXED_LAYOUTS``)."""
+    sx, sy, sz, si, sr = specs
+    if (sx.offset, sy.offset, sz.offset) != (0, 4, 8):
+        return None
+    if si is not None and si.datatype != 7:
+        return None
+    if sr is not None and sr.datatype != 4:
+        return None
+    return FIXED_LAYOUTS.get((point_step, None if si is None else si.offset,
+                              None if sr is None else sr.offset))
+
+
+def _gather_fixed(kernel: Callable, lay: _Layout, intensity_name: str | None,
+                  ring_name: str | None, extra_names: list[str]) -> CloudArrays:
+    """:func:`_cloud_to_points_jit` through a fixed-layout kernel (rows follow each other)."""
+    n = lay.height * lay.width
+    data = lay.buf[: n * lay.point_step]
+    words = data.view(np.uint32)
+    xyz = np.empty((n, 3), np.float32)
+    intensity = np.empty(n if intensity_name is not None else 0, np.float32)
+    ring = np.empty(n if ring_name is not None else 0, np.int32)
+    bad = kernel(words, data.view(np.uint16) if ring_name is not None else words,
+                 xyz.reshape(3 * n).view(np.uint32), intensity.view(np.uint32), ring)
+    return _finish(lay, xyz, intensity, ring, bad, intensity_name, ring_name, extra_names)
+
+
+def _finish(lay: _Layout, xyz: np.ndarray, intensity: np.ndarray, ring: np.ndarray, bad: int,
+            intensity_name: str | None, ring_name: str | None, extra_names: list[str]
+            ) -> CloudArrays:
+    """Drop the ``bad`` non-finite points (in place) and read the extra fields."""
+    n = lay.height * lay.width
+    fields = lay.fields
+    source_index = None
+    extra = {name: _column(lay, fields[name]) for name in extra_names}
+    if bad:
+        m, source_index = compact_finite(xyz, intensity, intensity_name is not None, ring,
+                                         ring_name is not None, n - bad)
+        xyz = xyz[:m]
+        intensity = intensity[:m]
+        ring = ring[:m]
+        if extra:
+            keep = np.zeros(n, bool)
+            keep[source_index] = True
+            extra = {name: _native(_compact(col, keep)) for name, col in extra.items()}
+        log.debug('PointCloud2: dropped %d of %d points with NaN/inf coordinates', bad, n)
+    else:
+        extra = {name: np.array(col, dtype=col.dtype.newbyteorder('='), order='C', copy=True)
+                 for name, col in extra.items()}
+    return CloudArrays(xyz=xyz, intensity=intensity if intensity_name is not None else None,
+                       ring=ring if ring_name is not None else None, extra=extra,
+                       dropped_invalid=bad, height=lay.height, width=lay.width,
+                       source_index=source_index)
+
+
+def _native(col: np.ndarray) -> np.ndarray:
+    return col if col.dtype.isnative else col.astype(col.dtype.newbyteorder('='))
 
 
 def require_points(arrays: CloudArrays, min_points: int = 1, topic: str = '') -> CloudArrays:

@@ -32,6 +32,11 @@ camera this skips most of a 360 degree scan.
 Measured on SemanticKITTI (docs/results/points3d.md): at equal accuracy it creates far fewer
 boundary leaks than the kNN vote, but like any smoothing it leaks more than the raw labels.
 
+Unless ``DSSEG_JIT=0``, the active region, the voxels, the eigenvectors, the edge gate and
+the adjacency matrix are numba kernels (:mod:`dsseg_core.points3d.smoothing_kernels`) with the
+numpy code as reference: same labels and confidences, bit for bit (tested on real scans). The
+k-d tree query, the RANSAC plane and the propagation stay scipy/numpy.
+
 ``method='knn'`` is the baseline: a plain (confidence-weighted) majority vote over the k
 nearest points, no geometry. ``method='none'`` returns the input.
 """
@@ -47,6 +52,14 @@ from pydantic import Field
 
 from dsseg_core.config import StageConfig
 from dsseg_core.errors import ConfigError
+from dsseg_core.jit import jit_enabled
+from dsseg_core.points3d.smoothing_kernels import (
+    active_cells_kernel,
+    adjacency_csr_kernel,
+    edge_gate_kernel,
+    sym3_vectors_kernel,
+    voxel_kernel,
+)
 
 __all__ = [
     'LeakStats',
@@ -60,6 +73,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Coarse grids of the active region larger than this are not built (all points are used).
+_MAX_ACTIVE_CELLS = 20_000_000
+_NO_GROUND = np.zeros(1, bool)
 
 
 class SmoothingConfig(StageConfig):
@@ -138,10 +155,28 @@ def _check_inputs(xyz: np.ndarray, labels: np.ndarray,
     return xyz.astype(np.float32, copy=False), labels.astype(np.int32, copy=False), confidence
 
 
+def _kernel_points(xyz: np.ndarray) -> np.ndarray | None:
+    """``xyz`` as the kernels take it ((N, 3) float32, C order), or None when it has no point
+    or a NaN/inf (cells of non-finite points are undefined: the numpy path handles them)."""
+    if not jit_enabled() or xyz.dtype != np.float32 or len(xyz) == 0:
+        return None
+    xyz = np.ascontiguousarray(xyz)
+    if not (np.isfinite(xyz.min()) and np.isfinite(xyz.max())):
+        return None
+    return xyz
+
+
 def voxel_downsample(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel index of every point and the voxel centroids: ``(inverse (N,), centroids (V,3))``."""
+    """Voxel index of every point and the voxel centroids: ``(inverse (N,), centroids (V,3))``.
+
+    Voxels are numbered by increasing cell key (as ``np.unique`` does); a numba kernel (hash
+    table, one pass) gives the same arrays for float32 points unless ``DSSEG_JIT=0``.
+    """
     if voxel_size <= 0:
         return np.arange(len(xyz)), xyz.astype(np.float64)
+    pts = _kernel_points(xyz)
+    if pts is not None:
+        return voxel_kernel(pts, np.float32(voxel_size))
     cell = np.floor(xyz / voxel_size).astype(np.int64)
     cell -= cell.min(axis=0)
     dims = cell.max(axis=0) + 1
@@ -225,6 +260,10 @@ def _sym3_eig(cxx, cxy, cxz, cyy, cyz, czz) -> tuple[np.ndarray, np.ndarray, np.
     e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
     e2 = 3.0 * q - e1 - e3
     evals = np.stack([e1, e2, e3], axis=1)
+    if jit_enabled():
+        args = [np.ascontiguousarray(c, np.float64) for c in (cxx, cxy, cxz, cyy, cyz, czz)]
+        return (evals, sym3_vectors_kernel(*args, np.ascontiguousarray(e1)),
+                sym3_vectors_kernel(*args, np.ascontiguousarray(e3)))
 
     def vector(lam: np.ndarray) -> np.ndarray:
         r0 = np.stack([cxx - lam, cxy, cxz], axis=1)
@@ -276,10 +315,15 @@ def _active_points(xyz: np.ndarray, labelled: np.ndarray, reach: float) -> np.nd
     dilation, so at least ``reach``), or None when the grid would be too large."""
     if reach <= 0:
         return None
+    pts = _kernel_points(xyz)
+    if pts is not None:
+        ok, active = active_cells_kernel(pts, np.ascontiguousarray(labelled, bool),
+                                         np.float32(reach), _MAX_ACTIVE_CELLS)
+        return active if ok else None
     cell = np.floor(xyz / reach).astype(np.int64)
     cell -= cell.min(axis=0)
     dims = cell.max(axis=0) + 1
-    if int(np.prod(dims)) > 20_000_000:
+    if int(np.prod(dims)) > _MAX_ACTIVE_CELLS:
         return None
     from scipy.ndimage import binary_dilation
 
@@ -318,14 +362,25 @@ def _propagate(cent: np.ndarray, p0: np.ndarray, vground: np.ndarray | None,
     kind = np.where(~enough, 0, np.where(lin >= cfg.linearity, 1,
                                           np.where(pla >= cfg.planarity, 2, 0)))
     inv_d = (1.0 / np.maximum(dist, 1e-9)).astype(np.float32)
-    unit = [c * inv_d for c in comp]
     d32, n32 = direction.astype(np.float32), normal.astype(np.float32)
-    keep = valid & _edge_ok(kind[:, None], d32[:, None, :], n32[:, None, :], unit, cfg)
-    keep &= _edge_ok(kind[nbr], d32[nbr], n32[nbr], unit, cfg)
-    rows = np.broadcast_to(np.arange(v)[:, None], nbr.shape)
-    if vground is not None:
-        keep &= vground[rows] == vground[nbr]
-    adj = sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep], nbr[keep])), shape=(v, v))
+    if jit_enabled():
+        # Gate and CSR (rows sorted like scipy's canonical form) in two kernels.
+        nbr = np.ascontiguousarray(nbr, np.int64)
+        keep = edge_gate_kernel(
+            c32, nbr, valid, inv_d, kind.astype(np.int64), d32, n32,
+            _NO_GROUND if vground is None else vground, vground is not None,
+            np.float32(cfg.linear_cos), np.float32(cfg.planar_cos), bool(cfg.scatter_propagates))
+        indptr, indices = adjacency_csr_kernel(nbr, keep)
+        adj = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(v, v))
+    else:
+        unit = [c * inv_d for c in comp]
+        keep = valid & _edge_ok(kind[:, None], d32[:, None, :], n32[:, None, :], unit, cfg)
+        keep &= _edge_ok(kind[nbr], d32[nbr], n32[nbr], unit, cfg)
+        rows = np.broadcast_to(np.arange(v)[:, None], nbr.shape)
+        if vground is not None:
+            keep &= vground[rows] == vground[nbr]
+        adj = sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep], nbr[keep])),
+                                shape=(v, v))
 
     p = p0
     for _ in range(cfg.iterations):

@@ -4,6 +4,11 @@ Each visible point reads the class (and confidence) of the pixel it falls on in 
 that sees it; several cameras are fused by a confidence-weighted vote (per point, confidences
 are summed per class and the largest sum wins; ties go to the smaller class id), not "last
 camera wins". Points seen by no camera (or only on ignored pixels) get ``unknown``.
+
+Unless ``DSSEG_JIT=0``, each camera's projection, z-buffer and pixel lookup, and the vote, run
+as numba kernels (:mod:`dsseg_core.projection_kernels`,
+:mod:`dsseg_core.points3d.transfer_kernels`: one pass each, no (N,) temporaries); the
+vectorised numpy code below is the reference and gives the same arrays.
 """
 # Matrix names follow the maths (K, D, R, T, P): ruff pep8-naming is relaxed for them.
 
@@ -18,12 +23,18 @@ import numpy as np
 
 from dsseg_core.calibration import CameraCalibration
 from dsseg_core.errors import CalibrationError, MessageError
+from dsseg_core.jit import jit_enabled
+from dsseg_core.points3d.transfer_kernels import lookup_votes_kernel, vote_kernel
 from dsseg_core.projection import (
     DEFAULT_DEPTH_TOLERANCE,
     DEFAULT_ZBUFFER_RADIUS_PX,
+    _as_points,
     project_points,
+    project_points_kernel,
+    zbuffer_scratch,
     zbuffer_visible,
 )
+from dsseg_core.projection_kernels import MODEL_CODES, zbuffer_kernel
 
 __all__ = ['CameraView', 'TransferResult', 'transfer_labels', 'view_votes']
 
@@ -108,6 +119,11 @@ def view_votes(
     visible points that fall on labelled (not ignored) pixels."""
     cls_img, conf_img, _ = _check_view(view, _k)
     cam = view.calib.camera
+    ignore = _default_ignore(cls_img.dtype) if ignore_index is None else ignore_index
+    if jit_enabled() and cam.distortion_model in MODEL_CODES and (
+            not use_zbuffer or _zbuffer_args_ok(radius_px, depth_tolerance)):
+        return _view_votes_jit(_as_points(xyz), view.calib, cls_img, conf_img, min_depth,
+                               use_zbuffer, radius_px, depth_tolerance, ignore)
     proj = project_points(xyz, view.calib, min_depth=min_depth)
     rows, cols = proj.pixels()
     pidx = proj.point_index
@@ -117,7 +133,6 @@ def view_votes(
         rows, cols, pidx = rows[keep], cols[keep], pidx[keep]
     flat = rows * cam.width + cols
     cls = np.take(cls_img.reshape(-1), flat).astype(np.int64, copy=False)
-    ignore = _default_ignore(cls_img.dtype) if ignore_index is None else ignore_index
     valid = cls >= 0
     if ignore is not None:
         valid &= cls != ignore
@@ -126,6 +141,41 @@ def view_votes(
     else:
         conf = np.take(conf_img.reshape(-1), flat[valid]).astype(np.float32, copy=False)
     return pidx[valid], cls[valid], conf
+
+
+def _zbuffer_args_ok(radius_px: int, depth_tolerance: float) -> bool:
+    """Whether :func:`zbuffer_visible` accepts these (else the numpy path raises its error)."""
+    return radius_px >= 0 and 0.0 <= depth_tolerance < 1.0
+
+
+#: Label image dtypes the kernel reads as they are; others are cast to int64 first.
+_KERNEL_CLASS_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32),
+                        np.dtype(np.int64))
+_NO_CONFIDENCE = np.ones((1, 1), np.float32)
+_NO_VISIBILITY = np.ones(1, bool)
+
+
+def _view_votes_jit(pts: np.ndarray, calib: CameraCalibration, cls_img: np.ndarray,
+                    conf_img: np.ndarray | None, min_depth: float, use_zbuffer: bool,
+                    radius_px: int, depth_tolerance: float, ignore: int | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel path of :func:`view_votes`: projection, z-buffer and pixel lookup kernels."""
+    cam = calib.camera
+    pts = np.ascontiguousarray(pts)
+    if cls_img.dtype in _KERNEL_CLASS_DTYPES:
+        cls_img = np.ascontiguousarray(cls_img)
+    else:
+        cls_img = np.ascontiguousarray(cls_img, np.int64)
+    conf = _NO_CONFIDENCE if conf_img is None else np.ascontiguousarray(conf_img, np.float32)
+    index, uv, depth = project_points_kernel(pts, calib, min_depth)
+    use_visible = bool(use_zbuffer) and index.size > 0
+    visible = (zbuffer_kernel(uv, depth, cam.width, cam.height, int(radius_px),
+                              np.float32(1.0 - depth_tolerance),
+                              zbuffer_scratch(cam.width, cam.height, int(radius_px)))
+               if use_visible else _NO_VISIBILITY)
+    return lookup_votes_kernel(index, uv, visible, use_visible, cam.width, cam.height, cls_img,
+                               ignore is not None, np.int64(0 if ignore is None else ignore),
+                               conf, conf_img is not None)
 
 
 def transfer_labels(
@@ -151,6 +201,18 @@ def transfer_labels(
     if isinstance(views, CameraView):
         views = [views]
     n = xyz.shape[0]
+    if jit_enabled():
+        pts = np.ascontiguousarray(_as_points(xyz))  # once for all views
+        votes = [view_votes(pts, v, min_depth, use_zbuffer, radius_px, depth_tolerance,
+                            ignore_index, _k=k) for k, v in enumerate(views)]
+        if len(votes) == 1:
+            pidx, cls, conf = votes[0]
+        elif votes:
+            pidx, cls, conf = (np.concatenate(column) for column in zip(*votes, strict=True))
+        else:
+            pidx, cls, conf = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        one_camera = sum(1 for v in votes if v[0].size) <= 1
+        return TransferResult(*vote_kernel(n, pidx, cls, conf, int(unknown), one_camera))
     labels = np.full(n, unknown, dtype=np.int32)
     confidence = np.zeros(n, dtype=np.float32)
     n_views = np.zeros(n, dtype=np.uint8)

@@ -63,7 +63,7 @@ def _kitti(kitti_raw_dir: Path, i: int) -> np.ndarray:
 # ------------------------------------------------------------------ project_points
 
 
-def test_pinhole_projection_front_inside_and_boundaries() -> None:
+def test_pinhole_projection_front_inside_and_boundaries(kernel_path: str) -> None:
     cal = _calib()
     pts = np.array([
         [10.0, 0.0, 0.0],      # optical axis -> (cx, cy)
@@ -89,7 +89,7 @@ def test_pinhole_projection_front_inside_and_boundaries() -> None:
         project_points(np.zeros((5, 2)), cal)
 
 
-def test_projection_matches_a_direct_computation_with_distortion() -> None:
+def test_projection_matches_a_direct_computation_with_distortion(kernel_path: str) -> None:
     rng = np.random.default_rng(3)
     D = [-0.25, 0.07, 0.001, -0.0015, 0.0]
     cal = _calib(D, 'plumb_bob', _yaw(T_OPT, 7.0))
@@ -105,7 +105,7 @@ def test_projection_matches_a_direct_computation_with_distortion() -> None:
     assert np.allclose(proj.depth, cam[want, 2])
 
 
-def test_distortion_fold_back_does_not_wrap_into_the_image() -> None:
+def test_distortion_fold_back_does_not_wrap_into_the_image(kernel_path: str) -> None:
     # k1 < 0 folds: r_d = r (1 - 0.4 r^2) peaks at r = 0.91 and turns negative beyond 1.58,
     # so points at ~70 deg off-axis would land on the *opposite* side, inside the image.
     D = [-0.4, 0.0, 0.0, 0.0, 0.0]
@@ -121,7 +121,7 @@ def test_distortion_fold_back_does_not_wrap_into_the_image() -> None:
     assert np.allclose(proj.uv[:, 0], naive_u[:2], atol=1e-3)
 
 
-def test_rational_model_pole_does_not_wrap_into_the_image() -> None:
+def test_rational_model_pole_does_not_wrap_into_the_image(kernel_path: str) -> None:
     # Denominator 1 - 0.5 r^2 vanishes at r = 1.41; at r = 10 (84 deg off-axis) the naive
     # model gives r_d = 10 / -49 = -0.2, i.e. u = 220, inside the image on the wrong side.
     D = [0.0, 0.0, 0.0, 0.0, 0.0, -0.5, 0.0, 0.0]
@@ -135,7 +135,7 @@ def test_rational_model_pole_does_not_wrap_into_the_image() -> None:
     assert proj.uv[0, 0] == pytest.approx(320 + 500 * 0.3 / (1 - 0.5 * 0.09), abs=1e-3)
 
 
-def test_equidistant_fisheye_sees_wide_angles() -> None:
+def test_equidistant_fisheye_sees_wide_angles(kernel_path: str) -> None:
     cal = _calib([0.0, 0.0, 0.0, 0.0], 'equidistant')
     # 60 degrees off-axis: r_d = theta = pi/3 -> u = 320 + 500 * 1.047 (outside), and 30 deg
     # inside at u = 320 + 500 * pi/6 = 581.8 (a pinhole would put it at 320 + 500*0.577 = 608.7).
@@ -165,7 +165,7 @@ def _occlusion_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.concatenate([near, far]), hidden, len(near)
 
 
-def test_zbuffer_hides_points_seen_through_gaps() -> None:
+def test_zbuffer_hides_points_seen_through_gaps(kernel_path: str) -> None:
     pts, hidden, n_near = _occlusion_scene()
     proj = project_points(pts, _calib())
     assert len(proj) == len(pts)
@@ -184,7 +184,7 @@ def test_zbuffer_hides_points_seen_through_gaps() -> None:
     assert np.array_equal(zbuffer_visible(proj2, W, H), ~hidden[perm][proj2.point_index])
 
 
-def test_zbuffer_keeps_a_slanted_surface() -> None:
+def test_zbuffer_keeps_a_slanted_surface(kernel_path: str) -> None:
     # Ground-like surface: depth grows smoothly with v; no point may hide its neighbours.
     u, v = np.meshgrid(np.arange(0, W, 2) + 0.5, np.arange(250, 480, 4) + 0.5)
     depth = 1.65 * 500 / (v - 240)  # flat ground 1.65 m below the camera
@@ -227,7 +227,7 @@ def test_depth_overlay_draws_near_points_on_top() -> None:
 # ------------------------------------------------------------------ real data
 
 
-def test_kitti_raw_points_inside_the_image(kitti_raw_dir: Path) -> None:
+def test_kitti_raw_points_inside_the_image(kitti_raw_dir: Path, kernel_path: str) -> None:
     cal = load_kitti_raw(kitti_raw_dir)
     for i in (0, 17, 49):
         pts = _kitti(kitti_raw_dir, i)
@@ -237,7 +237,7 @@ def test_kitti_raw_points_inside_the_image(kitti_raw_dir: Path) -> None:
         assert 0.85 * len(proj) < vis.sum() < len(proj)  # some see-through points, not many
 
 
-def test_kitti_object_frame(kitti_object_dir: Path) -> None:
+def test_kitti_object_frame(kitti_object_dir: Path, kernel_path: str) -> None:
     cal = load_kitti_object(kitti_object_dir / 'calib_000008.txt')
     pts = np.fromfile(kitti_object_dir / 'velodyne_reduced_000008.bin',
                       np.float32).reshape(-1, 4)
@@ -246,7 +246,7 @@ def test_kitti_object_frame(kitti_object_dir: Path) -> None:
     assert len(proj) > 0.98 * len(pts)
 
 
-def test_nuscenes_projects_into_all_six_cameras(nuscenes_dir: Path) -> None:
+def test_nuscenes_projects_into_all_six_cameras(nuscenes_dir: Path, kernel_path: str) -> None:
     rig = load_nuscenes_sample(nuscenes_dir / 'calibration.json')
     pts = np.fromfile(glob.glob(str(nuscenes_dir / '*LIDAR_TOP*.pcd.bin'))[0],
                       np.float32).reshape(-1, 5)

@@ -26,7 +26,7 @@ from dsseg_core.msgs.pointcloud import cloud_to_structured
 from dsseg_core.nodes_config import UNKNOWN_LABEL
 from dsseg_core.palette import class_colors
 from dsseg_core.points3d.transfer import CameraView
-from dsseg_ros.cloud_labeller_node import CloudLabellerNode, label_cloud
+from dsseg_ros.cloud_labeller_node import CloudLabellerNode, LabelledCloud, label_cloud
 from dsseg_ros.conversions import image_msg
 
 
@@ -66,7 +66,8 @@ def _send_set(pubs, stamp, cloud=None, mask=None, with_conf=True, seed=0):
     pubs['cloud'].publish(cloud or synthetic_cloud_msg(stamp, 'velo'))
 
 
-def test_labelled_cloud_layout_header_and_labels_match_offline(ros_context, spinner, tmp_path):
+def test_labelled_cloud_layout_header_and_labels_match_offline(ros_context, spinner, tmp_path,
+                                                               kernel_path):
     node, pubs, out = _setup(ros_context, spinner, tmp_path)
     pubs['info'].publish(camera_info_msg(0, 'cam'))
     assert spinner.spin_until(lambda: 'cam' in node._infos)
@@ -173,7 +174,7 @@ def test_missing_camera_info_warns_and_drops(ros_context, spinner, tmp_path):
     assert spinner.spin_until(lambda: len(out) == 1)
 
 
-def test_two_cameras_vote_by_confidence(ros_context, spinner, tmp_path):
+def test_two_cameras_vote_by_confidence(ros_context, spinner, tmp_path, kernel_path):
     xyz = np.array([[5.0, 0.0, 0.0], [6.0, 0.5, 0.2], [-5.0, 0.0, 0.0]], np.float32)
     model = CameraModel(W, H, K, np.zeros(5), 'plumb_bob', 'cam')
     calib = CameraCalibration(model, T_CAM_LIDAR)
@@ -214,3 +215,27 @@ def test_stamps_going_back_in_time_reset_the_synchronizer(ros_context, spinner, 
     _send_set(pubs, 1_000_000_000, with_conf=False)  # a looping bag starts again
     assert spinner.spin_until(lambda: len(out) == 2)
     assert out.msgs[1].header.stamp.sec == 1
+
+
+def test_labelled_cloud_message_bytes_equal_on_both_paths(monkeypatch):
+    """LabelledCloud.to_msg: the packing kernel writes the bytes of the numpy path (NaN points,
+    unknown labels, ids beyond num_classes, a reused buffer that shrinks and grows)."""
+    import array
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    xyz = rng.normal(size=(n, 3)).astype(np.float32)
+    xyz[::98, 1] = np.nan  # even indexes only: the odd half is dense
+    cloud = LabelledCloud(xyz, rng.random(n).astype(np.float32),
+                          rng.integers(-1, 8, n).astype(np.int32),
+                          rng.random(n).astype(np.float32), np.ones(n, np.uint8))
+    for sl in (slice(None), slice(0, 1000), slice(1, None, 2)):
+        part = LabelledCloud(np.ascontiguousarray(cloud.xyz[sl]), cloud.intensity[sl],
+                             cloud.labels[sl], cloud.confidence[sl], cloud.n_views[sl])
+        msgs = {}
+        for mode in ('1', '0'):
+            monkeypatch.setenv('DSSEG_JIT', mode)
+            buffer = array.array('B', bytes(50))
+            msgs[mode] = part.to_msg(header(5, 'velo'), 5, buffer)
+        assert bytes(msgs['1'].data) == bytes(msgs['0'].data)
+        assert msgs['1'].is_dense == msgs['0'].is_dense == (sl == slice(1, None, 2))

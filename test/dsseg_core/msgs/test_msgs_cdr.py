@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dsseg_core.errors import MessageError
-from dsseg_core.msgs.cdr import IMAGE_MSGTYPE, deserialize, image_cdr
+from dsseg_core.msgs.cdr import IMAGE_MSGTYPE, deserialize, header_stamp_ns, image_cdr
 from dsseg_core.msgs.image import image_to_numpy
 
 HAVE_RCLPY = importlib.util.find_spec('rclpy') is not None
@@ -63,3 +63,12 @@ def test_bad_inputs_name_the_problem() -> None:
         deserialize(b'\x00\x01\x00\x00\x05\x00', IMAGE_MSGTYPE, '/cam/image')
     with pytest.raises(MessageError, match='unknown message type'):
         deserialize(b'\x00\x01\x00\x00', 'nope_msgs/msg/Nope', '/x')
+
+
+def test_header_stamp_without_decoding() -> None:
+    raw = image_cdr(np.zeros((2, 3), np.uint8), 'mono8', _header('cam'))
+    assert header_stamp_ns(raw) == 5_000_000_007
+    with pytest.raises(MessageError, match='/lidar: 6 bytes are not a CDR message'):
+        header_stamp_ns(raw[:6], '/lidar')
+    big_endian = b'\x00\x00\x00\x00' + (3).to_bytes(4, 'big') + (9).to_bytes(4, 'big')
+    assert header_stamp_ns(big_endian) == 3_000_000_009

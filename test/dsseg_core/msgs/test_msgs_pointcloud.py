@@ -57,7 +57,7 @@ XYZI_RING = [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 1), ('intensity', 16, 7
              ('ring', 20, 4, 1)]
 
 
-def test_padded_point_step_xyzi_ring(flavor: str) -> None:
+def test_padded_point_step_xyzi_ring(flavor: str, kernel_path: str) -> None:
     rng = np.random.default_rng(0)
     n = 37
     vals = {'x': rng.normal(size=n), 'y': rng.normal(size=n), 'z': rng.normal(size=n),
@@ -76,7 +76,7 @@ def test_padded_point_step_xyzi_ring(flavor: str) -> None:
 
 
 @pytest.mark.parametrize('big', [False, True])
-def test_every_datatype_count_and_odd_offsets(flavor: str, big: bool) -> None:
+def test_every_datatype_count_and_odd_offsets(flavor: str, big: bool, kernel_path: str) -> None:
     """All 8 PointField datatypes, a count=3 field, unaligned offsets, odd point_step."""
     rng = np.random.default_rng(1)
     n = 11
@@ -113,7 +113,7 @@ def test_every_datatype_count_and_odd_offsets(flavor: str, big: bool) -> None:
     assert set(only.extra) == {'u16'}
 
 
-def test_organized_cloud_with_nans_and_padded_rows(flavor: str) -> None:
+def test_organized_cloud_with_nans_and_padded_rows(flavor: str, kernel_path: str) -> None:
     h, w = 4, 6
     n = h * w
     rng = np.random.default_rng(2)
@@ -140,7 +140,7 @@ def test_organized_cloud_with_nans_and_padded_rows(flavor: str) -> None:
     np.testing.assert_array_equal(grid['intensity'].ravel(), np.arange(n, dtype=np.float32))
 
 
-def test_big_endian_float32_xyz_and_aliases(flavor: str) -> None:
+def test_big_endian_float32_xyz_and_aliases(flavor: str, kernel_path: str) -> None:
     n = 9
     rng = np.random.default_rng(3)
     vals = {'x': rng.normal(size=n), 'y': rng.normal(size=n), 'z': rng.normal(size=n),
@@ -229,7 +229,7 @@ def test_builder_rejects_bad_columns() -> None:
         points_to_cloud_fields({'intensity': np.zeros(3, np.float32)})
 
 
-def test_missing_xyz_field_is_an_error(flavor: str) -> None:
+def test_missing_xyz_field_is_an_error(flavor: str, kernel_path: str) -> None:
     vals = {'x': np.zeros(3), 'y': np.zeros(3), 'intensity': np.zeros(3)}
     fields = [('x', 0, 7, 1), ('y', 4, 7, 1), ('intensity', 8, 7, 1)]
     msg = cloud_msg(flavor, fields, vals, point_step=12)
@@ -237,7 +237,7 @@ def test_missing_xyz_field_is_an_error(flavor: str) -> None:
         cloud_to_points(msg)
 
 
-def test_size_and_layout_errors(flavor: str) -> None:
+def test_size_and_layout_errors(flavor: str, kernel_path: str) -> None:
     vals = {c: np.zeros(4) for c in 'xyz'}
     data, _ = encode_cloud(XYZI_RING[:3], vals, 12)
     short = make_msg(flavor, 'PointCloud2', height=1, width=4, fields=XYZI_RING[:3],
@@ -260,7 +260,7 @@ def test_size_and_layout_errors(flavor: str) -> None:
         cloud_to_points(ok, fields=('x', 'y', 'z', 'label'))
 
 
-def test_empty_and_all_nan_clouds(flavor: str) -> None:
+def test_empty_and_all_nan_clouds(flavor: str, kernel_path: str) -> None:
     empty = make_msg(flavor, 'PointCloud2', height=1, width=0, fields=XYZI_RING,
                      is_bigendian=False, point_step=32, row_step=0, data=b'')
     out = cloud_to_points(empty, fields=None)
@@ -282,7 +282,7 @@ def test_empty_and_all_nan_clouds(flavor: str) -> None:
                               min_points=5)) == 5
 
 
-def test_real_kitti_velodyne_scan(kitti_raw_dir) -> None:
+def test_real_kitti_velodyne_scan(kitti_raw_dir, kernel_path: str) -> None:
     path = kitti_raw_dir / 'velodyne_points' / 'data' / '0000000000.bin'
     raw = path.read_bytes()
     n = len(raw) // 16
@@ -300,7 +300,8 @@ def test_real_kitti_velodyne_scan(kitti_raw_dir) -> None:
 
 
 @pytest.mark.parametrize('big', [False, True])
-def test_nan_rows_dropped_from_multi_count_extras(flavor: str, big: bool) -> None:
+def test_nan_rows_dropped_from_multi_count_extras(flavor: str, big: bool,
+                                                  kernel_path: str) -> None:
     n = 8
     xyz = np.arange(n * 3, dtype=np.float64).reshape(n, 3)
     xyz[[1, 6], 1] = np.nan

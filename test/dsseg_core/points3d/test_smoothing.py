@@ -42,7 +42,7 @@ def _noisy(gt: np.ndarray, rng: np.random.Generator, flip: float = 0.15,
     return out
 
 
-def test_geometric_smoothing_removes_noise_and_fills_unknown() -> None:
+def test_geometric_smoothing_removes_noise_and_fills_unknown(kernel_path: str) -> None:
     rng = np.random.default_rng(0)
     xyz, gt = _scene(rng)
     noisy = _noisy(gt, rng)
@@ -58,7 +58,7 @@ def test_geometric_smoothing_removes_noise_and_fills_unknown() -> None:
     assert res.num_changed > 0
 
 
-def test_thin_pole_keeps_its_label_next_to_a_wall_unlike_knn_vote() -> None:
+def test_thin_pole_keeps_its_label_next_to_a_wall_unlike_knn_vote(kernel_path: str) -> None:
     rng = np.random.default_rng(1)
     xyz, gt = _scene(rng)
     pole = gt == POLE
@@ -73,7 +73,7 @@ def test_thin_pole_keeps_its_label_next_to_a_wall_unlike_knn_vote() -> None:
     assert (res.labels[gt == WALL] == WALL).mean() > 0.99
 
 
-def test_ground_points_only_take_ground_classes() -> None:
+def test_ground_points_only_take_ground_classes(kernel_path: str) -> None:
     rng = np.random.default_rng(2)
     xyz, gt = _scene(rng)
     labels = gt.copy()
@@ -124,7 +124,7 @@ def test_bad_inputs_raise_config_errors() -> None:
     assert (unknown.labels == -1).all()
 
 
-def test_voxel_downsample_and_ransac() -> None:
+def test_voxel_downsample_and_ransac(kernel_path: str) -> None:
     xyz = np.array([[0.01, 0.01, 0.01], [0.02, 0.03, 0.04], [1.0, 1.0, 1.0]], np.float32)
     inv, cent = voxel_downsample(xyz, 0.5)
     assert inv[0] == inv[1] != inv[2]
@@ -154,7 +154,8 @@ def test_boundary_leak_metric_on_known_cases() -> None:
     assert partial.coverage == pytest.approx(0.75)
 
 
-def test_smoothing_on_semantickitti_leaks_less_than_knn(semantickitti_dir) -> None:
+def test_smoothing_on_semantickitti_leaks_less_than_knn(semantickitti_dir,
+                                                         kernel_path: str) -> None:
     """Real scan, noisy GT-derived labels: geometric smoothing beats the kNN vote on leaks."""
     from dsseg_core.semantickitti import load_labels, load_scan
 
@@ -176,7 +177,7 @@ def test_smoothing_on_semantickitti_leaks_less_than_knn(semantickitti_dir) -> No
     assert s_geo.leak_rate < s_knn.leak_rate
 
 
-def test_active_region_gives_the_same_result_as_the_full_scan() -> None:
+def test_active_region_gives_the_same_result_as_the_full_scan(kernel_path: str) -> None:
     rng = np.random.default_rng(5)
     xyz, gt = _scene(rng)
     labels = np.where(xyz[:, 1] > 3.0, gt, -1).astype(np.int32)  # one side labelled only

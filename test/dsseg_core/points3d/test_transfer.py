@@ -36,7 +36,7 @@ def _scene(n: int = 500, seed: int = 0) -> np.ndarray:
     return _points_at(rng.uniform(0, W, n), rng.uniform(0, H, n), rng.uniform(2, 30, n))
 
 
-def test_single_view_agrees_with_the_label_image() -> None:
+def test_single_view_agrees_with_the_label_image(kernel_path: str) -> None:
     rng = np.random.default_rng(1)
     labels_img = rng.integers(0, 19, (H, W)).astype(np.uint8)
     conf_img = rng.uniform(0.1, 1.0, (H, W)).astype(np.float32)
@@ -57,7 +57,7 @@ def test_single_view_agrees_with_the_label_image() -> None:
     assert np.array_equal(labels, res.labels) and np.array_equal(conf, res.confidence)
 
 
-def test_two_views_higher_confidence_wins_in_both_directions() -> None:
+def test_two_views_higher_confidence_wins_in_both_directions(kernel_path: str) -> None:
     pts = _scene(300)
     a = np.zeros((H, W), np.uint8) + 3
     b = np.zeros((H, W), np.uint8) + 7
@@ -79,7 +79,7 @@ def test_two_views_higher_confidence_wins_in_both_directions() -> None:
     assert np.array_equal(res.labels, res2.labels)
 
 
-def test_votes_are_summed_per_class() -> None:
+def test_votes_are_summed_per_class(kernel_path: str) -> None:
     pts = _scene(200)
     conf = [0.4, 0.45, 0.7]
     cls = [5, 5, 9]
@@ -97,7 +97,7 @@ def test_votes_are_summed_per_class() -> None:
     assert np.all(res_big.labels[seen] == 500_007)
 
 
-def test_partially_overlapping_cameras_and_ignore_pixels() -> None:
+def test_partially_overlapping_cameras_and_ignore_pixels(kernel_path: str) -> None:
     yaw = np.deg2rad(40.0)
     Rz = np.eye(4)
     Rz[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
@@ -124,7 +124,7 @@ def test_partially_overlapping_cameras_and_ignore_pixels() -> None:
     assert np.array_equal(res.n_views, in_front.astype(np.uint8) + in_left)
 
 
-def test_occluded_points_are_not_labelled() -> None:
+def test_occluded_points_are_not_labelled(kernel_path: str) -> None:
     # Near wall: rings every 5 rows, points every 2 columns over u in [40, 120); far points
     # between the rings behind it (hidden) and beside it (visible).
     fu, fv = np.meshgrid(np.arange(40, 120, 2) + 0.5, np.arange(20, 100, 5) + 0.5)
@@ -143,7 +143,7 @@ def test_occluded_points_are_not_labelled() -> None:
     assert np.all(no_zb.labels == 4)
 
 
-def test_size_mismatch_and_bad_inputs_are_clear_errors() -> None:
+def test_size_mismatch_and_bad_inputs_are_clear_errors(kernel_path: str) -> None:
     pts = _scene(10)
     with pytest.raises(CalibrationError, match=r"'front'.*80x60.*160x120"):
         transfer_labels(pts, [CameraView(_calib(), np.zeros((60, 80), np.uint8))])
@@ -160,7 +160,7 @@ def test_size_mismatch_and_bad_inputs_are_clear_errors() -> None:
     assert np.all(transfer_labels(pts, [small]).labels == 6)
 
 
-def test_no_views_or_empty_cloud() -> None:
+def test_no_views_or_empty_cloud(kernel_path: str) -> None:
     res = transfer_labels(_scene(5), [], unknown=-7)
     assert res.labels.tolist() == [-7] * 5 and not res.n_views.any()
     res = transfer_labels(np.zeros((0, 3), np.float32), [CameraView(_calib(),
@@ -168,7 +168,8 @@ def test_no_views_or_empty_cloud() -> None:
     assert res.labels.shape == (0,)
 
 
-def test_kitti_frame_transfer_matches_visible_projection(kitti_raw_dir: Path) -> None:
+def test_kitti_frame_transfer_matches_visible_projection(kitti_raw_dir: Path,
+                                                        kernel_path: str) -> None:
     cal = load_kitti_raw(kitti_raw_dir)
     pts = np.fromfile(kitti_raw_dir / 'velodyne_points/data/0000000000.bin',
                       np.float32).reshape(-1, 4)
