@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -355,6 +356,29 @@ def load_cloud_student(path: str, device: str = 'cpu', node_name: str = 'cloud_l
                           f'{type(err).__name__}: {err}{fix}') from err
 
 
+def warm_up_kernels() -> float:
+    """Label a 64-point cloud with two tiny cameras (uint8 masks, with and without
+    confidence) and pack it, so that the compiled kernels are loaded (or, on a machine's very
+    first run, compiled: ~40 s) before the first real cloud. Returns the seconds it took."""
+    from dsseg_core.calibration import CameraCalibration, CameraModel
+    from dsseg_core.points3d.transfer import CameraView
+
+    started = time.monotonic()
+    rng = np.random.default_rng(0)
+    xyz = np.column_stack([rng.uniform(2.0, 10.0, 64), rng.uniform(-1.0, 1.0, (64, 2))])
+    xyz = xyz.astype(np.float32)
+    T = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.0, 1.0]])
+    calib = CameraCalibration(CameraModel(8, 6, np.array([[4.0, 0, 4], [0, 4.0, 3], [0, 0, 1]])),
+                              T)
+    mask = rng.integers(0, 3, (6, 8)).astype(np.uint8)
+    views = [CameraView(calib, mask, np.full((6, 8), 0.5, np.float32)), CameraView(calib, mask)]
+    labelled = label_cloud(xyz, np.ones(64, np.float32), views)
+    labelled.to_msg(SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id='w'), 3,
+                    array.array('B'))
+    return time.monotonic() - started
+
+
 @dataclass
 class _StudentOnly:
     """A worker item: one cloud labelled by the student alone (no synchronized masks)."""
@@ -426,10 +450,22 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
             self._subs.append(self.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda m, n=name: self._on_info(n, m),
                 SENSOR_QOS))
+        if jit_enabled():  # load/compile the kernels now, not on the first cloud
+            threading.Thread(target=self._warm_up, name='kernel-warm-up', daemon=True).start()
         self.get_logger().info(
             f'labelling {self.resolve_topic_name(cfg.cloud_topic)} with cameras '
             f'{", ".join(self.camera_names)} (extrinsics from {self.extrinsics.source}) -> '
             f'{self.resolve_topic_name("~/labelled_cloud")}')
+
+    def _warm_up(self) -> None:
+        try:
+            seconds = warm_up_kernels()
+        except Exception as err:  # noqa: BLE001 - the real clouds will report real problems
+            self.get_logger().warning(f'kernel warm-up failed: {type(err).__name__}: {err}')
+            return
+        if seconds > 2.0:
+            self.get_logger().info(f'compiled the labelling kernels in {seconds:.0f} s '
+                                   '(cached for the next start)')
 
     def on_config_change(self, config: CloudLabellerConfig, changed: set[str]) -> None:
         if 'slop_s' in changed:

@@ -239,3 +239,15 @@ def test_labelled_cloud_message_bytes_equal_on_both_paths(monkeypatch):
             msgs[mode] = part.to_msg(header(5, 'velo'), 5, buffer)
         assert bytes(msgs['1'].data) == bytes(msgs['0'].data)
         assert msgs['1'].is_dense == msgs['0'].is_dense == (sl == slice(1, None, 2))
+
+
+def test_kernel_warm_up_compiles_the_labelling_kernels(kernel_path):
+    from dsseg_core.points3d import transfer_kernels
+    from dsseg_core.projection_kernels import project_pinhole_kernel
+    from dsseg_ros.cloud_labeller_node import warm_up_kernels
+
+    assert warm_up_kernels() >= 0.0
+    if kernel_path == 'jit':
+        assert project_pinhole_kernel.signatures
+        assert transfer_kernels.lookup_votes_kernel.signatures
+        assert transfer_kernels.vote_kernel.signatures
