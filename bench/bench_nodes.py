@@ -175,11 +175,19 @@ def _bench_labelling(repeats: int, scene, label: str) -> None:
 
 
 class NullPredictor:
+    """A zero-cost model: the same ready-made outputs for every image of a size."""
+
     num_classes = 20
     class_names = [f'c{i}' for i in range(20)]
 
+    def __init__(self) -> None:
+        self._out: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
     def predict(self, rgb):
-        return np.zeros(rgb.shape[:2], np.uint8), np.ones(rgb.shape[:2], np.float32)
+        size = rgb.shape[:2]
+        if size not in self._out:
+            self._out[size] = (np.zeros(size, np.uint8), np.ones(size, np.float32))
+        return self._out[size]
 
 
 def serve_segmenter(ns: str) -> None:

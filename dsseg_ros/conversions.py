@@ -154,12 +154,17 @@ def cloud_msg(arrays: Mapping[str, np.ndarray], header: Any) -> PointCloud2:
 
 
 def decode_image(msg: Any) -> np.ndarray:
-    """Image or CompressedImage -> ``(H, W, 3) uint8`` RGB (MessageError when undecodable)."""
+    """Image or CompressedImage -> ``(H, W, 3) uint8`` RGB (MessageError when undecodable).
+
+    A C-contiguous rgb8 image comes back as a view of the message data (read-only for bytes).
+    """
     from dsseg_core.msgs import image as img
 
     if hasattr(msg, 'format') and not hasattr(msg, 'encoding'):
         return img.compressed_to_numpy(msg)
     array = img.image_to_numpy(msg)
+    if msg.encoding == 'rgb8' and array.flags.c_contiguous:
+        return array  # already what the models take: no copy (a read-only view of the data)
     return img.to_rgb(array, msg.encoding)
 
 
