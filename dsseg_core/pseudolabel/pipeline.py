@@ -42,12 +42,15 @@ from pydantic import Field
 from dsseg_core.atomic import write_text_atomic
 from dsseg_core.config import StageConfig
 from dsseg_core.errors import ConfigError, DatasetError
+from dsseg_core.jit import jit_enabled
 from dsseg_core.pseudolabel.clustering import Centroids, ClusteringConfig, fit_centroids
 from dsseg_core.pseudolabel.dataset import (
+    NpyBytes,
     default_class_names,
     ignore_for,
     label_dtype_for,
     read_class_names,
+    read_npy_members,
     write_class_names,
     write_dataset_yaml,
     write_index,
@@ -58,9 +61,15 @@ from dsseg_core.pseudolabel.descriptors import DescriptorConfig, DescriptorSpec
 from dsseg_core.pseudolabel.descriptors.colour import ColourStats, colour_statistics
 from dsseg_core.pseudolabel.descriptors.geometric import geometric_descriptors
 from dsseg_core.pseudolabel.ground import GroundConfig
+from dsseg_core.pseudolabel.mask_kernels import label_pixels_kernel
 from dsseg_core.pseudolabel.proposals import ProposalConfig
 from dsseg_core.pseudolabel.range_image import RangeImageConfig
-from dsseg_core.pseudolabel.segment_masks import SegmentMaskConfig, segment_mask_image
+from dsseg_core.pseudolabel.segment_masks import (
+    SegmentMaskConfig,
+    drop_segments,
+    segment_mask_image,
+    segment_pixel_counts,
+)
 
 __all__ = [
     'CameraInput',
@@ -209,7 +218,11 @@ def process_frame(frame: FrameInput, cfg: PseudoLabelConfig, dino: Any | None = 
             vis = zbuffer_visible(proj, w, h, cfg.visibility_radius_px,
                                   cfg.visibility_depth_tolerance)
             mask[proj.point_index] = True
-            uv = proj.uv[np.argsort(proj.point_index, kind='stable')]
+            order = proj.point_index
+            if len(order) > 1 and not (order[1:] > order[:-1]).all():
+                uv = proj.uv[np.argsort(order, kind='stable')]
+            else:  # already in point order (project_points keeps it)
+                uv = proj.uv
             proj = proj.subset(vis)
             seg_map = segment_mask_image(proj.uv, proj.depth, segment[proj.point_index], w, h,
                                          cam.calib.camera.fx, cfg.masks)
@@ -219,8 +232,7 @@ def process_frame(frame: FrameInput, cfg: PseudoLabelConfig, dino: Any | None = 
         seg_maps[cam.name] = seg_map
         in_image[cam.name] = mask
         uvs[cam.name] = uv
-        valid = seg_map[seg_map >= 0]
-        pixels += np.bincount(valid, minlength=num_segments)[:num_segments]
+        pixels += segment_pixel_counts(seg_map, num_segments)
         if dcfg.use_colour:
             colour.add(colour_statistics(cam.image, seg_map, num_segments, dcfg.colour_stride))
         if dino is not None:
@@ -250,10 +262,8 @@ def process_frame(frame: FrameInput, cfg: PseudoLabelConfig, dino: Any | None = 
         small[0] = pixels[0] == 0
     else:
         small[0] = True
-    for name, seg_map in seg_maps.items():
-        drop = (seg_map >= 0) & small[np.maximum(seg_map, 0)]
-        seg_map[drop] = -1
-        seg_maps[name] = seg_map
+    for seg_map in seg_maps.values():
+        drop_segments(seg_map, small)
     return FrameResult(segment=segment, num_segments=num_segments, descriptors=desc,
                        clusterable=clusterable, seg_maps=seg_maps, in_image=in_image,
                        uv=uvs, pixels=pixels)
@@ -420,7 +430,10 @@ def _save_cache(path: Path, frame: FrameInput, res: FrameResult, spec: Descripto
     meta = {'source': frame.source, 'index': frame.index, 'stamp_ns': frame.stamp_ns,
             'cameras': []}
     for i, cam in enumerate(frame.cameras):
-        arrays[f'seg_map_{i}'] = res.seg_maps[cam.name]
+        seg_map = res.seg_maps[cam.name]
+        if res.num_segments <= np.iinfo(np.int16).max:
+            seg_map = seg_map.astype(np.int16)  # half the bytes to write and read back
+        arrays[f'seg_map_{i}'] = seg_map
         arrays[f'in_image_{i}'] = res.in_image[cam.name]
         arrays[f'uv_{i}'] = res.uv[cam.name]
         meta['cameras'].append({'name': cam.name, 'stamp_ns': int(cam.stamp_ns),
@@ -433,17 +446,31 @@ def _save_cache(path: Path, frame: FrameInput, res: FrameResult, spec: Descripto
 _SMALL_KEYS = ('descriptors', 'clusterable', 'spec_groups', 'spec_dims', 'meta')
 
 
-def _load_cache(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """A frame cache (``keys``: only those arrays, to keep pass 2's first loop small)."""
+def _load_cache(path: Path, keys: tuple[str, ...] | None = None,
+                skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A frame cache (``keys``: only those arrays, to keep pass 2's first loop small;
+    ``skip``: not those, already loaded)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            out = {k: data[k] for k in data.files if keys is None or k in keys}
-        out['meta'] = json.loads(str(out['meta']))
+            out = {k: data[k] for k in data.files
+                   if (keys is None or k in keys) and k not in skip}
+        if 'meta' not in skip:
+            out['meta'] = json.loads(str(out['meta']))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
             zipfile.LargeZipFile, NotImplementedError) as err:
         raise DatasetError(f'{path}: unreadable frame cache ({err}); delete it and rerun with '
                            '--resume (the frame is then recomputed)') from err
     return out
+
+
+def _load_raw_members(path: Path, names: list[str]) -> dict[str, NpyBytes]:
+    """Raw ``.npy`` members of a frame cache (CRC-checked), for copying into points files."""
+    try:
+        return read_npy_members(path, names)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError) as err:
+        raise DatasetError(f'{path}: unreadable frame cache ({err}); delete it and rerun with '
+                           '--resume (the frame is then recomputed)') from err
 
 
 def _cache_ok(path: Path) -> bool:
@@ -511,7 +538,7 @@ def run_pass1(
         res = process_frame(frame, cfg, dino)
         for cam in frame.cameras:
             write_png(out / 'images' / f'{_sample_id(key, cam.name)}.png',
-                      np.ascontiguousarray(cam.image[..., :3]).astype(np.uint8))
+                      np.ascontiguousarray(cam.image[..., :3], dtype=np.uint8))
         _save_cache(path, frame, res, spec)
         summary.frames += 1
         if progress is not None:
@@ -525,6 +552,23 @@ def run_pass1(
 
 def shards_done(out: Path, n: int) -> bool:
     return all((out / WORK / f'shard_{i}_of_{n}.done').exists() for i in range(n))
+
+
+def _label_image(seg_map: np.ndarray, lut: np.ndarray, ignore: int, dtype: np.dtype,
+                 hist: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels of a cached segment map (image) or of the points' segments: ``lut[s]``
+    (``lut[-1]`` for ``s = -1``), ``ignore`` where that is negative, and the number of
+    labelled pixels, added per class to ``hist`` (classes beyond ``len(hist)`` not counted)."""
+    if jit_enabled():
+        label_img = np.empty(seg_map.shape, dtype=dtype)
+        n_lab = label_pixels_kernel(np.ascontiguousarray(seg_map, dtype=np.int32), lut,
+                                    int(ignore), label_img, hist)
+        return label_img, int(n_lab)
+    ns = len(lut) - 1
+    seg_map = seg_map.astype(np.int64)
+    lab = lut[np.where((seg_map >= 0) & (seg_map < ns), seg_map, ns)]
+    hist += np.bincount(lab[lab >= 0], minlength=len(hist))[:len(hist)]
+    return np.where(lab >= 0, lab, ignore).astype(dtype), int((lab >= 0).sum())
 
 
 def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
@@ -575,8 +619,17 @@ def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
     bar = progress_factory(total=len(caches), desc='pass 2 labels') if progress_factory else None
     for path, small in caches:
         key = path.stem
-        c = _load_cache(path)
         meta = small['meta']
+        ncam = len(meta['cameras'])
+        # the segment maps as arrays; the point arrays as raw .npy members, copied into the
+        # points files without decoding them
+        c = {**small, **_load_cache(path, tuple(f'seg_map_{i}' for i in range(ncam)),
+                                    skip=_SMALL_KEYS)}
+        raw = _load_raw_members(path, ['xyz', 'intensity', 'segment',
+                                       *(f'in_image_{i}' for i in range(ncam)),
+                                       *(f'uv_{i}' for i in range(ncam))])
+        segment = raw['segment'].array()
+        seg_points = raw['segment'] if segment.dtype == np.int32 else segment.astype(np.int32)
         ns = len(c['descriptors'])
         lut = np.full(ns + 1, -1, dtype=np.int64)  # last entry: segment -1
         if cfg.label_ground:
@@ -584,17 +637,14 @@ def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
         cl = np.flatnonzero(c['clusterable'])
         if len(cl):
             lut[cl] = centroids.assign(c['descriptors'][cl])
-        seg = c['segment'].astype(np.int64)
-        point_labels = lut[np.where(seg >= 0, seg, ns)].astype(np.int32)
+        point_labels, _ = _label_image(segment, lut, -1, np.dtype(np.int32),
+                                       np.zeros(0, np.int64))
         for i, cam in enumerate(meta['cameras']):
             sid = _sample_id(key, cam['name'])
             if cam['name'] not in cameras:
                 cameras.append(cam['name'])
-            seg_map = c[f'seg_map_{i}'].astype(np.int64)
-            lab = lut[np.where(seg_map >= 0, seg_map, ns)]
-            label_img = np.where(lab >= 0, lab, ignore).astype(dtype)
-            n_lab = int((lab >= 0).sum())
-            total += lab.size
+            label_img, n_lab = _label_image(c[f'seg_map_{i}'], lut, ignore, dtype, hist)
+            total += label_img.size
             labelled += n_lab
             summary.samples += 1
             if n_lab == 0:
@@ -602,20 +652,18 @@ def gather_and_label(out: Path, cfg: PseudoLabelConfig, bags: list[str],
                 log.warning('%s: no labelled pixel (no segment visible); left out of the index',
                             sid)
                 continue
-            hist += np.bincount(lab[lab >= 0], minlength=num_classes)[:num_classes]
             write_png(out / 'labels' / f'{sid}.png', label_img)
             write_points(out / 'points' / f'{sid}.npz', compress=cfg.compress_points,
-                         xyz=c['xyz'],
-                         intensity=c['intensity'], labels=point_labels,
-                         segment=c['segment'].astype(np.int32),
-                         in_image=c[f'in_image_{i}'], uv=c[f'uv_{i}'])
+                         xyz=raw['xyz'], intensity=raw['intensity'], labels=point_labels,
+                         segment=seg_points, in_image=raw[f'in_image_{i}'],
+                         uv=raw[f'uv_{i}'])
             entries.append({
                 'id': sid, 'image': f'images/{sid}.png', 'labels': f'labels/{sid}.png',
                 'points': f'points/{sid}.npz', 'bag': meta['source'],
                 'stamp_ns': int(cam['stamp_ns'] or meta['stamp_ns']), 'camera': cam['name'],
                 'width': int(cam['width']), 'height': int(cam['height']),
                 'frame_index': int(meta['index']),
-                'labelled_fraction': round(n_lab / lab.size, 6),
+                'labelled_fraction': round(n_lab / label_img.size, 6),
             })
         summary.frames += 1
         if bar is not None:

@@ -4,7 +4,9 @@ Input: the projected points of one camera (``uv`` pixel coordinates, ``depth`` m
 segment id of each (``-1`` = no segment, skipped). Output: an ``(H, W) int32`` segment map,
 ``-1`` where no segment is trusted.
 
-Method (all vectorised; documented in ``docs/results/pseudolabel.md`` too):
+Method (documented in ``docs/results/pseudolabel.md`` too; vectorised numpy here, and
+compiled kernels in :mod:`.mask_kernels` giving the identical map when numba is available,
+see :func:`dsseg_core.jit.jit_enabled`):
 
 1. **Splat radius.** Each point covers a disk of radius
    ``r = clip(radius_m * fx / depth, min_radius_px, max_radius_px)`` pixels: a fixed metric
@@ -32,8 +34,23 @@ import numpy as np
 from pydantic import Field
 
 from dsseg_core.config import StageConfig
+from dsseg_core.jit import jit_enabled
+from dsseg_core.pseudolabel.mask_kernels import (
+    count_pixels_kernel,
+    drop_segments_kernel,
+    guard_kernel,
+    splat_kernel,
+    unpack_zbuffer,
+)
+from dsseg_core.pseudolabel.work_buffers import work_array
 
-__all__ = ['SegmentMaskConfig', 'segment_mask_image', 'splat_zbuffer']
+__all__ = [
+    'SegmentMaskConfig',
+    'drop_segments',
+    'segment_mask_image',
+    'segment_pixel_counts',
+    'splat_zbuffer',
+]
 
 
 class SegmentMaskConfig(StageConfig):
@@ -73,29 +90,49 @@ def splat_zbuffer(
     That is exact when the radius does not grow with depth (the nearer point's disk then
     covers the farther one's and wins its z-test), which holds for depth-scaled radii. After
     that, the points written for one disk offset hit distinct pixels, so each offset is one
-    vectorised compare-and-write with no duplicate indices.
+    vectorised compare-and-write with no duplicate indices. Points whose centre pixel lies
+    farther outside the image than the largest radius are ignored (they cannot reach it).
+    A pixel reached by several points of equal depth belongs to the one whose centre is at
+    the smallest offset (in the order of ``_disk_offsets``).
+
+    With numba (:func:`dsseg_core.jit.jit_enabled`) a compiled kernel
+    (:func:`.mask_kernels.splat_kernel`) gives the same result.
     """
     n = len(depth)
     if n == 0:
         return (np.full((height, width), np.inf, dtype=np.float32),
                 np.full((height, width), -1, dtype=np.int64))
+    radius_px = np.asarray(radius_px).ravel()
     cx = np.floor(uv[:, 0]).astype(np.int64)
     cy = np.floor(uv[:, 1]).astype(np.int64)
-    centre = cy * width + cx
-    order = np.lexsort((np.arange(n), depth, centre))
-    first = np.ones(n, dtype=bool)
-    first[1:] = centre[order[1:]] != centre[order[:-1]]
-    pts = order[first]
+    r = max(int(np.ceil(radius_px.max())), 0)
+    if jit_enabled():
+        zbuf = _splat_jit(cx, cy, depth, radius_px, width, height, r)
+        depth_img = np.empty((height, width), dtype=np.float32)
+        idx_img = np.empty((height, width), dtype=np.int64)
+        unpack_zbuffer(zbuf, depth_img, idx_img)
+        return depth_img, idx_img
+    reach = np.flatnonzero((cx >= -r) & (cx < width + r) & (cy >= -r) & (cy < height + r))
+    if len(reach) == 0:
+        return (np.full((height, width), np.inf, dtype=np.float32),
+                np.full((height, width), -1, dtype=np.int64))
+    # Buffers padded by twice the largest radius (centres up to r outside, disks r around
+    # them): no bounds checks inside the loop.
+    b = 2 * r
+    wp = width + 2 * b
+    centre = cy[reach] * wp + cx[reach]
+    order = np.lexsort((reach, depth[reach], centre))
+    centre = centre[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = centre[1:] != centre[:-1]
+    pts = reach[order[first]]
     # Largest radius first: the points reaching offset distance ``dist`` form a prefix.
     pts = pts[np.argsort(-radius_px[pts], kind='stable')]
     rad = radius_px[pts]
     pd = depth[pts].astype(np.float32)
-    # Buffers padded by the largest radius: no bounds checks inside the loop.
-    r = int(np.ceil(rad[0]))
-    wp = width + 2 * r
-    flat_depth = np.full((height + 2 * r) * wp, np.inf, dtype=np.float32)
-    flat_idx = np.full((height + 2 * r) * wp, -1, dtype=np.int64)
-    base = (cy[pts] + r) * wp + (cx[pts] + r)
+    flat_depth = np.full((height + 2 * b) * wp, np.inf, dtype=np.float32)
+    flat_idx = np.full((height + 2 * b) * wp, -1, dtype=np.int64)
+    base = (cy[pts] + b) * wp + (cx[pts] + b)
     dxs, dys, dists = _disk_offsets(float(rad[0]))
     neg_rad = -rad
     for dx, dy, dist in zip(dxs, dys, dists, strict=True):
@@ -108,9 +145,23 @@ def splat_zbuffer(
         pix = pix[better]
         flat_depth[pix] = d[better]
         flat_idx[pix] = pts[:k][better]
-    depth_img = flat_depth.reshape(height + 2 * r, wp)[r:r + height, r:r + width].copy()
-    idx_img = flat_idx.reshape(height + 2 * r, wp)[r:r + height, r:r + width].copy()
+    depth_img = flat_depth.reshape(height + 2 * b, wp)[b:b + height, b:b + width].copy()
+    idx_img = flat_idx.reshape(height + 2 * b, wp)[b:b + height, b:b + width].copy()
     return depth_img, idx_img
+
+
+def _splat_jit(cx: np.ndarray, cy: np.ndarray, depth: np.ndarray, radius: np.ndarray,
+               width: int, height: int, pad: int) -> np.ndarray:
+    """:func:`.mask_kernels.splat_kernel` with its arrays: the packed z-buffer (a per-thread
+    work array: valid until the next call in this thread)."""
+    dxs, dys, dists = _disk_offsets(float(radius.max()))
+    zbuf = work_array('splat_zbuffer', (height, width), np.int64)
+    nearest = work_array('splat_nearest', (height + 2 * pad) * (width + 2 * pad), np.int32)
+    splat_kernel(cx, cy, np.ascontiguousarray(depth, dtype=np.float64),
+                 np.ascontiguousarray(radius, dtype=np.float64), int(pad),
+                 dxs.astype(np.int64), dys.astype(np.int64), dists.astype(np.float64),
+                 nearest, zbuf)
+    return zbuf
 
 
 def segment_mask_image(
@@ -135,13 +186,39 @@ def segment_mask_image(
     if not (len(uv) == len(depth) == len(segment_id)):
         raise ValueError(f'uv, depth and segment_id differ in length: '
                          f'{len(uv)}, {len(depth)}, {len(segment_id)}')
-    out = np.full((height, width), -1, dtype=np.int32)
     good = np.isfinite(depth) & (depth > 0) & np.isfinite(uv).all(axis=1)
     if not good.any():
-        return out
+        return np.full((height, width), -1, dtype=np.int32)
     uv, depth, segment_id = uv[good], depth[good], segment_id[good]
     radius = np.clip(cfg.radius_m * float(fx) / depth, cfg.min_radius_px, cfg.max_radius_px)
-    label_depth, label_idx = splat_zbuffer(uv, depth, radius, width, height)
+    if jit_enabled():
+        cx = np.floor(uv[:, 0]).astype(np.int64)
+        cy = np.floor(uv[:, 1]).astype(np.int64)
+        pad = max(int(np.ceil(radius.max())), 0)
+        zbuf = _splat_jit(cx, cy, depth, radius, width, height, pad)
+        out = np.empty((height, width), dtype=np.int32)
+        guard_kernel(zbuf, np.ascontiguousarray(depth, dtype=np.float32),
+                     np.ascontiguousarray(segment_id, dtype=np.int64), int(cfg.guard_px),
+                     1.0 + cfg.rel_depth_tol, float(cfg.abs_depth_tol), out)
+    else:
+        label_depth, label_idx = splat_zbuffer(uv, depth, radius, width, height)
+        out = _guard_numpy(label_depth, label_idx, segment_id, cfg)
+    if cfg.min_pixels > 0:
+        keep = out >= 0
+        if keep.any():
+            counts = np.bincount(out[keep])
+            small = counts < cfg.min_pixels
+            if small.any():
+                out[keep & small[np.maximum(out, 0)]] = -1
+    return out
+
+
+def _guard_numpy(label_depth: np.ndarray, label_idx: np.ndarray, segment_id: np.ndarray,
+                 cfg: SegmentMaskConfig) -> np.ndarray:
+    """Steps 3 (segment lookup + depth-agreement guard) of the module doc, numpy reference
+    of :func:`.mask_kernels.guard_kernel`."""
+    height, width = label_depth.shape
+    out = np.full((height, width), -1, dtype=np.int32)
     covered = label_idx >= 0
     seg = np.full((height, width), -1, dtype=np.int64)
     seg[covered] = segment_id[label_idx[covered]]
@@ -166,9 +243,26 @@ def segment_mask_image(
             label_depth <= guard_depth * (1.0 + cfg.rel_depth_tol) + cfg.abs_depth_tol)
         keep &= agree
     out[keep] = seg[keep]
-    if cfg.min_pixels > 0 and keep.any():
-        counts = np.bincount(out[keep])
-        small = counts < cfg.min_pixels
-        if small.any():
-            out[keep & small[np.maximum(out, 0)]] = -1
     return out
+
+
+def segment_pixel_counts(seg_map: np.ndarray, num_segments: int) -> np.ndarray:
+    """``(num_segments,) int64`` pixels per segment of an ``(H, W)`` int segment map (``-1``
+    and ids ``>= num_segments`` not counted)."""
+    if jit_enabled() and seg_map.dtype == np.int32 and seg_map.flags.c_contiguous:
+        counts = np.zeros(num_segments, dtype=np.int64)
+        count_pixels_kernel(seg_map, counts)
+        return counts
+    valid = seg_map[(seg_map >= 0) & (seg_map < num_segments)]
+    return np.bincount(valid.ravel(), minlength=num_segments)[:num_segments].astype(np.int64)
+
+
+def drop_segments(seg_map: np.ndarray, drop: np.ndarray) -> None:
+    """In place: pixels of the segments with ``drop[s]`` (``(S,) bool``) become ``-1``."""
+    drop = np.asarray(drop, dtype=bool)
+    if jit_enabled() and seg_map.dtype == np.int32 and seg_map.flags.c_contiguous:
+        drop_segments_kernel(seg_map, np.ascontiguousarray(drop))
+        return
+    hit = (seg_map >= 0) & (seg_map < len(drop))
+    hit[hit] = drop[seg_map[hit]]
+    seg_map[hit] = -1

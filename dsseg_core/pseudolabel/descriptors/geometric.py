@@ -22,6 +22,13 @@ import numpy as np
 from pydantic import Field
 
 from dsseg_core.config import StageConfig
+from dsseg_core.jit import jit_enabled
+from dsseg_core.pseudolabel.descriptor_kernels import (
+    ground_cells_kernel,
+    segment_extents_kernel,
+    segment_sums_kernel,
+)
+from dsseg_core.pseudolabel.work_buffers import work_array
 
 __all__ = ['GEOMETRIC_FEATURES', 'GeometricConfig', 'geometric_descriptors', 'local_ground_height']
 
@@ -45,22 +52,40 @@ def local_ground_height(
     query_xy: np.ndarray, ground_xyz: np.ndarray, all_z: np.ndarray, cell_m: float
 ) -> np.ndarray:
     """Local ground ``z`` at each ``query_xy`` from ground points binned in a ``cell_m`` grid."""
+    return _ground_height(query_xy, np.asarray(ground_xyz), None, all_z, cell_m)
+
+
+def _ground_height(query_xy: np.ndarray, xyz: np.ndarray, mask: np.ndarray | None,
+                   all_z: np.ndarray, cell_m: float) -> np.ndarray:
+    """:func:`local_ground_height` with the ground points ``xyz[mask]`` (all if ``None``)."""
     query_xy = np.asarray(query_xy, dtype=np.float64).reshape(-1, 2)
     if len(query_xy) == 0:
         return np.zeros(0, dtype=np.float64)
-    if len(ground_xyz) == 0:
+    n_ground = len(xyz) if mask is None else int(np.count_nonzero(mask))
+    if n_ground == 0:
         fallback = float(np.percentile(all_z, 5)) if len(all_z) else 0.0
         return np.full(len(query_xy), fallback)
-    cells = np.floor(ground_xyz[:, :2] / cell_m).astype(np.int64)
-    key = (cells[:, 0] + (1 << 20)) * (1 << 21) + (cells[:, 1] + (1 << 20))
-    ukey, inv = np.unique(key, return_inverse=True)
-    uniq = np.stack([ukey // (1 << 21) - (1 << 20), ukey % (1 << 21) - (1 << 20)], axis=1)
-    inv = inv.ravel()
-    # median z per cell: sort by (cell, z) and take the middle element of each run
-    order = np.lexsort((ground_xyz[:, 2], inv))
-    counts = np.bincount(inv, minlength=len(uniq))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    med = ground_xyz[order[starts + counts // 2], 2].astype(np.float64)
+    med = None
+    if jit_enabled() and xyz.dtype == np.float64:
+        # dense grid over the cells' bounding box (numpy below when that is too large)
+        gx, gy, med = ground_cells_kernel(
+            np.ascontiguousarray(xyz), np.ones(len(xyz), bool) if mask is None else mask,
+            float(cell_m), max(4 * n_ground, 1 << 16))
+        uniq = np.stack([gx, gy], axis=1)
+        if len(med) == 0:
+            med = None
+    if med is None:
+        ground_xyz = xyz if mask is None else xyz[mask]
+        cells = np.floor(ground_xyz[:, :2] / cell_m).astype(np.int64)
+        key = (cells[:, 0] + (1 << 20)) * (1 << 21) + (cells[:, 1] + (1 << 20))
+        ukey, inv = np.unique(key, return_inverse=True)
+        uniq = np.stack([ukey // (1 << 21) - (1 << 20), ukey % (1 << 21) - (1 << 20)], axis=1)
+        inv = inv.ravel()
+        # median z per cell: sort by (cell, z) and take the middle element of each run
+        order = np.lexsort((ground_xyz[:, 2], inv))
+        counts = np.bincount(inv, minlength=len(uniq))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        med = ground_xyz[order[starts + counts // 2], 2].astype(np.float64)
     from scipy.spatial import cKDTree
 
     centres = (uniq + 0.5) * cell_m
@@ -84,30 +109,55 @@ def geometric_descriptors(
     cfg = cfg or GeometricConfig()
     nfeat = len(GEOMETRIC_FEATURES)
     out = np.full((num_segments, nfeat), np.nan, dtype=np.float32)
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    use_jit = jit_enabled()
+    xyz = np.asarray(xyz).reshape(-1, 3)
+    if use_jit and xyz.dtype != np.float64 and len(xyz):
+        # float64 copy in a per-thread work array (a fresh 2.7 MB array costs page faults)
+        x64 = work_array('geometric_xyz', xyz.shape, np.float64)
+        x64[:] = xyz
+        xyz = x64
+    xyz = np.asarray(xyz, dtype=np.float64)
     segment_id = np.asarray(segment_id).ravel()
     if num_segments == 0 or len(xyz) == 0:
         return out
-    sel = (segment_id >= 0) & (segment_id < num_segments)
-    if not sel.any():
-        return out
-    order = np.argsort(segment_id[sel], kind='stable')
-    sid = segment_id[sel][order]
-    p = xyz[sel][order]
-    inten = None
-    if intensity is not None:
-        inten = np.asarray(intensity, dtype=np.float64).ravel()[sel][order]
-    present, starts = np.unique(sid, return_index=True)
-    n = np.diff(np.append(starts, len(sid))).astype(np.float64)
-
-    mean = np.add.reduceat(p, starts, axis=0) / n[:, None]
-    d = p - mean[np.repeat(np.arange(len(present)), n.astype(np.int64))]
-    cov = np.empty((len(present), 3, 3))
-    for i in range(3):
-        for j in range(i, 3):
-            c = np.add.reduceat(d[:, i] * d[:, j], starts) / n
-            cov[:, i, j] = c
-            cov[:, j, i] = c
+    if use_jit:
+        inten_arr = (np.ascontiguousarray(np.asarray(intensity, dtype=np.float64).ravel())
+                     if intensity is not None else np.zeros(0))
+        present, starts, pts, mean, cov6, stats = segment_sums_kernel(
+            np.ascontiguousarray(xyz), np.ascontiguousarray(segment_id, dtype=np.int64),
+            int(num_segments), inten_arr, work_array('geometric_sums', (8, len(xyz)),
+                                                     np.float64))
+        if len(present) == 0:
+            return out
+        n = np.diff(starts).astype(np.float64)
+        cov = cov6[:, [[0, 1, 2], [1, 3, 4], [2, 4, 5]]]
+        zmin, zmax = stats[:, 0], stats[:, 1]
+        isum = stats[:, 2:4] if intensity is not None else None
+    else:
+        sel = (segment_id >= 0) & (segment_id < num_segments)
+        if not sel.any():
+            return out
+        order = np.argsort(segment_id[sel], kind='stable')
+        sid = segment_id[sel][order]
+        p = xyz[sel][order]
+        present, starts = np.unique(sid, return_index=True)
+        n = np.diff(np.append(starts, len(sid))).astype(np.float64)
+        mean = np.add.reduceat(p, starts, axis=0) / n[:, None]
+        rep = np.repeat(np.arange(len(present)), n.astype(np.int64))
+        d = p - mean[rep]
+        cov = np.empty((len(present), 3, 3))
+        for i in range(3):
+            for j in range(i, 3):
+                c = np.add.reduceat(d[:, i] * d[:, j], starts) / n
+                cov[:, i, j] = c
+                cov[:, j, i] = c
+        zmin = np.minimum.reduceat(p[:, 2], starts)
+        zmax = np.maximum.reduceat(p[:, 2], starts)
+        isum = None
+        if intensity is not None:
+            inten = np.asarray(intensity, dtype=np.float64).ravel()[sel][order]
+            isum = np.stack([np.add.reduceat(inten, starts) / n,
+                             np.add.reduceat(inten * inten, starts) / n], axis=1)
     evals, evecs = np.linalg.eigh(cov)  # ascending
     evals = np.clip(evals, 0.0, None)
     l3, l2, l1 = evals[:, 0], evals[:, 1], evals[:, 2]
@@ -118,30 +168,30 @@ def geometric_descriptors(
     normal_vert = 1.0 - np.abs(evecs[:, 2, 0])
     axis_vert = np.abs(evecs[:, 2, 2])
 
-    zmin = np.minimum.reduceat(p[:, 2], starts)
-    zmax = np.maximum.reduceat(p[:, 2], starts)
     # Horizontal extents along the main horizontal direction (2-D PCA of x, y).
     cxx, cxy, cyy = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
     theta = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
     ux, uy = np.cos(theta), np.sin(theta)
-    rep = np.repeat(np.arange(len(present)), n.astype(np.int64))
-    along = d[:, 0] * ux[rep] + d[:, 1] * uy[rep]
-    across = -d[:, 0] * uy[rep] + d[:, 1] * ux[rep]
-    ext_main = np.maximum.reduceat(along, starts) - np.minimum.reduceat(along, starts)
-    ext_cross = np.maximum.reduceat(across, starts) - np.minimum.reduceat(across, starts)
+    if use_jit:
+        ext = segment_extents_kernel(pts, starts, mean, ux, uy)
+        ext_main, ext_cross = ext[:, 0], ext[:, 1]
+    else:
+        along = d[:, 0] * ux[rep] + d[:, 1] * uy[rep]
+        across = -d[:, 0] * uy[rep] + d[:, 1] * ux[rep]
+        ext_main = np.maximum.reduceat(along, starts) - np.minimum.reduceat(along, starts)
+        ext_cross = np.maximum.reduceat(across, starts) - np.minimum.reduceat(across, starts)
     ext_z = zmax - zmin
 
-    if ground_mask is not None and np.asarray(ground_mask).any():
-        ground_xyz = xyz[np.asarray(ground_mask, dtype=bool).ravel()]
+    mask = None if ground_mask is None else np.asarray(ground_mask, dtype=bool).ravel()
+    if mask is not None and mask.any():
+        gz = _ground_height(mean[:, :2], xyz, mask, xyz[:, 2], cfg.ground_cell_m)
     else:
-        ground_xyz = np.zeros((0, 3))
-    gz = local_ground_height(mean[:, :2], ground_xyz, xyz[:, 2], cfg.ground_cell_m)
+        gz = _ground_height(mean[:, :2], np.zeros((0, 3)), None, xyz[:, 2], cfg.ground_cell_m)
 
     volume = np.maximum(ext_main, 0.05) * np.maximum(ext_cross, 0.05) * np.maximum(ext_z, 0.05)
     rng = np.linalg.norm(mean, axis=1)
-    if inten is not None:
-        imean = np.add.reduceat(inten, starts) / n
-        isq = np.add.reduceat(inten * inten, starts) / n
+    if isum is not None:
+        imean, isq = isum[:, 0], isum[:, 1]
         istd = np.sqrt(np.clip(isq - imean * imean, 0.0, None))
     else:
         imean = np.zeros(len(present))

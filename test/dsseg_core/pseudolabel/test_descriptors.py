@@ -36,7 +36,7 @@ def _scene():
     return xyz, seg, seg == 0
 
 
-def test_geometric_features_describe_shapes() -> None:
+def test_geometric_features_describe_shapes(kernel_path: str) -> None:
     xyz, seg, ground = _scene()
     inten = np.where(seg == 1, 0.8, 0.2).astype(np.float32)
     d = geometric_descriptors(xyz, seg, 4, ground, inten)  # segment 3 is empty
@@ -53,7 +53,7 @@ def test_geometric_features_describe_shapes() -> None:
     assert np.isnan(d[3]).all()
 
 
-def test_geometric_without_ground_or_points() -> None:
+def test_geometric_without_ground_or_points(kernel_path: str) -> None:
     xyz, seg, _ = _scene()
     d = geometric_descriptors(xyz, seg, 3, None, None)
     assert np.isfinite(d).all()
@@ -69,7 +69,7 @@ def test_lab_reference_values() -> None:
     assert lab[2] == pytest.approx([0.0, 0.0, 0.0], abs=0.01)
 
 
-def test_colour_statistics_per_mask_and_combination() -> None:
+def test_colour_statistics_per_mask_and_combination(kernel_path: str) -> None:
     img = np.zeros((20, 30, 3), np.uint8)
     img[:, :15] = (200, 30, 30)
     img[:, 15:] = (30, 30, 200)
@@ -200,7 +200,7 @@ def test_dino_local_checkpoint_safetensors(tmp_path) -> None:
         load_dino_model(cfg.model_copy(update={'checkpoint_path': str(tmp_path / 'no.pt')}))
 
 
-def test_colour_stride_samples_the_same_statistics() -> None:
+def test_colour_stride_samples_the_same_statistics(kernel_path: str) -> None:
     rng = np.random.default_rng(3)
     img = np.clip(rng.normal(120, 10, (60, 80, 3)), 0, 255).astype(np.uint8)
     img[:, 40:] = (30, 160, 40)

@@ -23,7 +23,7 @@ def _brute_zbuffer(uv, depth, radius, w, h):
     return best_d, best_i
 
 
-def test_splat_zbuffer_matches_brute_force() -> None:
+def test_splat_zbuffer_matches_brute_force(kernel_path: str) -> None:
     rng = np.random.default_rng(1)
     w, h, n = 40, 30, 60
     uv = rng.uniform(0, [w, h], (n, 2)).astype(np.float32)
@@ -49,7 +49,7 @@ def _wall_and_pole(gap_px: int = 0):
     return uv, depth, seg
 
 
-def test_masks_densify_and_respect_depth_discontinuities() -> None:
+def test_masks_densify_and_respect_depth_discontinuities(kernel_path: str) -> None:
     uv, depth, seg = _wall_and_pole()
     cfg = SegmentMaskConfig(radius_m=0.1, min_radius_px=2.5, max_radius_px=3.0, guard_px=3)
     out = segment_mask_image(uv, depth, seg, 100, 60, fx=100.0, cfg=cfg)
@@ -68,7 +68,7 @@ def test_masks_densify_and_respect_depth_discontinuities() -> None:
     assert distance_transform_edt(out0 != 2)[out0 == 1].min() <= 1.5
 
 
-def test_same_segment_is_not_cut_on_grazing_surfaces() -> None:
+def test_same_segment_is_not_cut_on_grazing_surfaces(kernel_path: str) -> None:
     # a road: depth grows quickly with image row, one segment -> no guard holes
     ys, xs = np.mgrid[30:60:3, 0:100:2]
     uv = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], 1).astype(np.float32)
@@ -78,7 +78,7 @@ def test_same_segment_is_not_cut_on_grazing_surfaces() -> None:
     assert (out[31:58, 2:98] == 0).all()
 
 
-def test_unsegmented_points_occlude_but_do_not_label() -> None:
+def test_unsegmented_points_occlude_but_do_not_label(kernel_path: str) -> None:
     uv, depth, seg = _wall_and_pole()
     seg = np.where(seg == 2, -1, seg)
     out = segment_mask_image(uv, depth, seg, 100, 60, fx=100.0)
@@ -87,7 +87,7 @@ def test_unsegmented_points_occlude_but_do_not_label() -> None:
 
 
 @pytest.mark.parametrize('n', [0, 1])
-def test_empty_and_tiny_inputs(n: int) -> None:
+def test_empty_and_tiny_inputs(kernel_path: str, n: int) -> None:
     uv = np.full((n, 2), 5.2, np.float32)
     out = segment_mask_image(uv, np.full(n, 10.0), np.zeros(n, int), 20, 10, fx=50.0)
     assert out.shape == (10, 20)
@@ -96,7 +96,7 @@ def test_empty_and_tiny_inputs(n: int) -> None:
         assert out[5, 5] == 0
 
 
-def test_min_pixels_drops_small_segments() -> None:
+def test_min_pixels_drops_small_segments(kernel_path: str) -> None:
     uv, depth, seg = _wall_and_pole()
     full = segment_mask_image(uv, depth, seg, 100, 60, fx=100.0)
     n_pole, n_wall = (full == 2).sum(), (full == 1).sum()
