@@ -94,10 +94,30 @@ def _worker(bags: list[str], out: str, cfg_data: dict, frames_data: dict, shard:
                             gather=False).frames
 
 
+def _warm_up_kernels(bag: str, cfg, frames_cfg) -> None:  # noqa: ANN001
+    """Compile (or load) the pass-1 kernels here, once, before the workers start: numba's
+    on-disk cache is not safe against several processes compiling the same kernels at once
+    (numba issue 4807), which is what N fresh workers on a new machine would do."""
+    from dsseg_core.jit import jit_enabled
+    from dsseg_core.pseudolabel.dataset import encode_png
+    from dsseg_core.pseudolabel.pipeline import iter_bag_frames, process_frame
+
+    if not jit_enabled():
+        return
+    one = frames_cfg.model_copy(update={'max_frames': 1})
+    for frame in iter_bag_frames(bag, one):
+        result = process_frame(frame, cfg)
+        for cam in frame.cameras:
+            encode_png(cam.image)
+        for seg_map in result.seg_maps.values():
+            encode_png(seg_map.clip(0, 254).astype('uint8'))
+
+
 def _run_workers(args: argparse.Namespace, cfg, frames_cfg) -> None:  # noqa: ANN001
     import multiprocessing as mp
 
     n = args.workers
+    _warm_up_kernels(str(args.bags[0]), cfg, frames_cfg)
     data = (cfg.model_dump(mode='json'), frames_cfg.model_dump(mode='json'))
     ctx = mp.get_context('spawn')
     with ctx.Pool(n) as pool:
