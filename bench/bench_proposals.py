@@ -7,7 +7,9 @@ KITTI raw scan, else a simulated 64-beam scan. The anchor is open3d ``segment_pl
 (distance 0.2 m, 200 iterations) + ``cluster_dbscan`` (eps 0.5 m, min_points 10) on the
 non-ground points within 50 m, measured in the same run; every result is printed as a ratio
 against it ("x" = times faster than the anchor). Times are the median of ``--repeats`` runs
-after one warm-up run, wall clock and CPU (process) time.
+after one warm-up run, wall clock and CPU (process) time. The dsseg rows run the numba kernels
+(``dsseg_core.jit``) unless marked "numpy path" (``DSSEG_JIT=0``, the reference code the
+kernels replaced, with identical results).
 """
 
 from __future__ import annotations
@@ -90,18 +92,22 @@ def main() -> int:
     print(f'{"open3d RANSAC + DBSCAN (anchor)":48s} {anchor_ms:8.1f} {1.0:6.2f}x '
           f'{anchor_cpu:8.1f} {1.0:6.2f}x   {labels.max() + 1} clusters')
 
+    # name: (config, kernels on)
     variants = {
-        'dsseg range_angle + range_image (default)': ProposalsConfig(),
-        'dsseg default, rows by elevation binning': ProposalsConfig(
-            range_image={'row_method': 'elevation'}),
-        'dsseg ransac(numpy) + range_image': ProposalsConfig(
-            ground=GroundConfig(method='ransac', ransac_backend='numpy')),
-        'dsseg ransac(open3d) + dbscan(open3d)': ProposalsConfig(
+        'dsseg range_angle + range_image (default)': (ProposalsConfig(), True),
+        'dsseg default, numpy path (DSSEG_JIT=0)': (ProposalsConfig(), False),
+        'dsseg default, rows by elevation binning': (ProposalsConfig(
+            range_image={'row_method': 'elevation'}), True),
+        'dsseg ransac(numpy) + range_image': (ProposalsConfig(
+            ground=GroundConfig(method='ransac', ransac_backend='numpy')), True),
+        'dsseg ransac(open3d) + dbscan(open3d)': (ProposalsConfig(
             ground=GroundConfig(method='ransac', ransac_backend='open3d'),
-            proposals=ProposalConfig(method='dbscan', dbscan_backend='open3d')),
+            proposals=ProposalConfig(method='dbscan', dbscan_backend='open3d')), True),
     }
-    for name, cfg in variants.items():
+    jit_env = os.environ.get('DSSEG_JIT')
+    for name, (cfg, kernels) in variants.items():
         parts: dict[str, list[float]] = {}
+        os.environ['DSSEG_JIT'] = '1' if kernels else '0'
 
         def run(cfg=cfg, parts=parts):
             res = compute_proposals(xyz, None, cfg)
@@ -110,6 +116,10 @@ def main() -> int:
             return res
 
         ms, cpu, res = _time(run, args.repeats)
+        if jit_env is None:
+            os.environ.pop('DSSEG_JIT', None)
+        else:
+            os.environ['DSSEG_JIT'] = jit_env
         detail = ', '.join(f'{k} {statistics.median(v[1:]):.1f}' for k, v in parts.items()
                            if k != 'total')
         print(f'{name:48s} {ms:8.1f} {anchor_ms / ms:6.2f}x {cpu:8.1f} {anchor_cpu / cpu:6.2f}x'

@@ -9,6 +9,11 @@ the fallback on platforms without a numba wheel. Both give the same result; the 
   machine, cached next to the module or in the user cache; ``nogil`` lets the ROS nodes' worker
   threads run kernels beside the executor), or the plain Python function when numba is missing
   (callers must not then call it: see ``jit_enabled``).
+* Compiled kernels are cached in ``$NUMBA_CACHE_DIR`` (default ``$XDG_CACHE_HOME/dsseg``, i.e.
+  ``~/.cache/dsseg``) under ``numba-<digest of the dsseg_core sources>``: numba only checks a
+  kernel's own file for changes, not the kernels it calls in other modules, so a stale cache
+  after an upgrade or an edit could run old code (or crash); a new digest means a fresh cache.
+  Nothing is written into the installed package.
 * ``jit_enabled()`` says whether kernels should be used: numba importable and the environment
   variable ``DSSEG_JIT`` not ``0`` (set ``DSSEG_JIT=0`` to force the numpy path, e.g. to
   compare results or when a numba upgrade misbehaves).
@@ -16,12 +21,14 @@ the fallback on platforms without a numba wheel. Both give the same result; the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ['HAVE_NUMBA', 'jit_enabled', 'njit']
+__all__ = ['HAVE_NUMBA', 'cache_dir', 'jit_enabled', 'njit', 'source_digest']
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,28 @@ except ImportError:  # pragma: no cover - exercised on platforms without numba w
     log.debug('numba not installed: dsseg uses its numpy code paths')
 
 HAVE_NUMBA: bool = _numba is not None
+
+
+def source_digest() -> str:
+    """16 hex digits of a hash over every ``.py`` file of ``dsseg_core`` (names and bytes)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob('*.py')):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_dir() -> str:
+    """Where this version of dsseg keeps its compiled kernels (see the module docstring)."""
+    base = os.environ.get('NUMBA_CACHE_DIR') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'),
+        'dsseg')
+    return os.path.join(base, f'numba-{source_digest()}')
+
+
+if _numba is not None:  # before any kernel is decorated: numba reads it then
+    _numba.config.CACHE_DIR = cache_dir()
 
 
 def jit_enabled() -> bool:

@@ -182,8 +182,12 @@ def segment_scan(xyz: np.ndarray, ring: np.ndarray | None, cfg: PseudoLabelConfi
     segment = np.full(n, -1, dtype=np.int32)
     has = (raw >= 0) & ~ground
     if has.any():
-        _, compact = np.unique(raw[has], return_inverse=True)
-        segment[has] = compact.ravel().astype(np.int32) + 1
+        ids = raw[has]
+        if np.bincount(ids).all():  # already 0..K-1 (segment_proposals' numbering): no sort
+            segment[has] = ids.astype(np.int32) + 1
+        else:
+            _, compact = np.unique(ids, return_inverse=True)
+            segment[has] = compact.ravel().astype(np.int32) + 1
     segment[ground] = 0
     return ground, segment
 

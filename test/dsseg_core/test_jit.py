@@ -29,3 +29,18 @@ def test_njit_compiles_and_runs() -> None:
     np.testing.assert_array_equal(running_max(a), np.maximum.accumulate(a))
     if HAVE_NUMBA:
         assert hasattr(running_max, 'signatures') and running_max.signatures
+
+
+def test_cache_dir_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from dsseg_core.jit import cache_dir, source_digest
+
+    monkeypatch.setenv('NUMBA_CACHE_DIR', str(tmp_path))
+    digest = source_digest()
+    assert len(digest) == 16 and cache_dir() == str(tmp_path / f'numba-{digest}')
+    monkeypatch.delenv('NUMBA_CACHE_DIR')
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert cache_dir() == str(tmp_path / 'xdg' / 'dsseg' / f'numba-{digest}')
+    if HAVE_NUMBA:
+        import numba
+
+        assert numba.config.CACHE_DIR.endswith(f'numba-{digest}')

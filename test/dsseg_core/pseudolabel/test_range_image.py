@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 from lidar_scene import STREET, simulate_scan
 
 from dsseg_core.config import load_config
 from dsseg_core.errors import ConfigError
+from dsseg_core.jit import HAVE_NUMBA
 from dsseg_core.pseudolabel.range_image import (
+    RangeImage,
     RangeImageConfig,
+    _mod,
+    _pairwise_sum,
+    _turn_of,
     build_range_image,
     estimate_beam_elevations,
+    rasterise,
     scan_order_rows,
 )
 
@@ -191,3 +199,174 @@ def test_scan_starting_mid_beam_with_known_beam_count():
     assert fixed.row_source == 'scan_order' and fixed.rows == 32
     truth = build_range_image(xyz, ring, RangeImageConfig(width=1024))
     assert np.array_equal(fixed.row_of_point, truth.row_of_point)
+
+
+# ------------------------------------------------------------------------------------------
+# numba kernels vs the numpy reference path: bit-identical range images
+
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed: only the '
+                                 'numpy path exists, there is nothing to compare')
+
+
+def _both_paths(monkeypatch, fn):
+    """``(kernel result, numpy result)`` of ``fn()``."""
+    monkeypatch.setenv('DSSEG_JIT', '1')
+    a = fn()
+    monkeypatch.setenv('DSSEG_JIT', '0')
+    b = fn()
+    return a, b
+
+
+def _assert_same_image(a, b):
+    assert (a.rows, a.cols, a.row_source) == (b.rows, b.cols, b.row_source)
+    for f in fields(RangeImage):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape, f.name
+            assert np.array_equal(x, y), f'{f.name}: {(x != y).sum()} values differ'
+
+
+def _scenes():
+    xyz, ring, _ = simulate_scan(STREET, num_beams=32, num_azimuth=1024)
+    cfg = RangeImageConfig(width=1024)
+    yield 'ring', xyz, ring, cfg
+    yield 'scan_order', xyz, None, cfg
+    yield 'scan_order_float64', xyz.astype(np.float64), None, cfg
+    mirrored = xyz * np.array([1, -1, 1], np.float32)  # a clockwise scanner
+    yield 'clockwise', mirrored, None, cfg
+    yield 'mid_beam_start', np.roll(xyz, 300, axis=0), None, cfg
+    yield 'mid_beam_start_num_rows', np.roll(xyz, 300, axis=0), None, RangeImageConfig(
+        width=1024, num_rows=32)
+    bad = xyz.copy()
+    bad[::37] = np.nan
+    bad[5::41] = np.inf
+    bad[7::43] = 0.0
+    yield 'non_finite', bad, None, cfg
+    yield 'non_finite_ring', bad, ring, cfg
+    yield 'elevation', xyz, None, RangeImageConfig(width=1024, row_method='elevation')
+    shuffled, ring_s, _ = simulate_scan(STREET, num_beams=64, num_azimuth=512, order='shuffle')
+    yield 'shuffled', shuffled, None, RangeImageConfig(width=512)
+    yield 'huge_ring_ids', xyz, ring.astype(np.int64) * (1 << 21), cfg
+    yield 'negative_ring_ids', xyz, np.where(ring == 3, -1, ring), cfg
+    yield 'no_ring_points', xyz, np.full(ring.shape, -1), cfg
+    yield 'scan_order_forced', shuffled, None, RangeImageConfig(width=512,
+                                                                row_method='scan_order')
+
+
+@needs_numba
+@pytest.mark.parametrize('name', [s[0] for s in _scenes()])
+def test_kernels_match_numpy_on_simulated_scans(monkeypatch, name):
+    _, xyz, ring, cfg = next(s for s in _scenes() if s[0] == name)
+    a, b = _both_paths(monkeypatch, lambda: build_range_image(xyz, ring, cfg))
+    _assert_same_image(a, b)
+
+
+@pytest.fixture(scope='module')
+def sample_scans(sample_bag):
+    from dsseg_core.frames import FramesConfig
+    from dsseg_core.pseudolabel.pipeline import iter_bag_frames
+
+    return [fr.xyz for fr in iter_bag_frames(sample_bag, FramesConfig())]
+
+
+@needs_numba
+def test_kernels_match_numpy_on_the_sample_bag(monkeypatch, sample_scans):
+    assert len(sample_scans) == 20
+    for xyz in sample_scans:
+        for cfg in (RangeImageConfig(), RangeImageConfig(num_rows=64)):
+            a, b = _both_paths(monkeypatch, lambda xyz=xyz, cfg=cfg: build_range_image(
+                xyz, None, cfg))
+            assert a.row_source == 'scan_order'
+            _assert_same_image(a, b)
+            t1, t2 = _both_paths(monkeypatch, lambda xyz=xyz: scan_order_rows(xyz))
+            assert np.array_equal(t1, t2)
+
+
+@needs_numba
+def test_kernels_match_numpy_on_real_scans(monkeypatch, semantickitti_dir, kitti_raw_dir,
+                                           nuscenes_dir):
+    from dsseg_core.semantickitti import load_scan
+
+    scans = [(load_scan(semantickitti_dir / 'velodyne' / '000000.bin')[0], None)]
+    for k in range(0, 50, 7):
+        path = kitti_raw_dir / 'velodyne_points' / 'data' / f'{k:010d}.bin'
+        scans.append((load_scan(path)[0], None))
+    pts = np.fromfile(next(nuscenes_dir.glob('*LIDAR_TOP*.pcd.bin')), np.float32).reshape(-1, 5)
+    scans += [(np.ascontiguousarray(pts[:, :3]), pts[:, 4].astype(int)),
+              (np.ascontiguousarray(pts[:, :3]), None)]
+    for xyz, ring in scans:
+        for cfg in (RangeImageConfig(), RangeImageConfig(row_method='elevation')):
+            a, b = _both_paths(monkeypatch, lambda xyz=xyz, ring=ring, cfg=cfg:
+                               build_range_image(xyz, ring, cfg))
+            _assert_same_image(a, b)
+
+
+@needs_numba
+def test_scan_order_rows_kernel_matches_numpy(monkeypatch):
+    xyz, _, _ = simulate_scan(STREET, num_beams=32, num_azimuth=1024)
+    az = np.concatenate([np.linspace(0, 2 * np.pi, 100, endpoint=False),
+                         np.linspace(0, np.pi / 2, 25), np.linspace(1.5 * np.pi, 2 * np.pi, 25,
+                                                                    endpoint=False)])
+    gaps = np.stack([np.cos(-az), np.sin(-az), np.repeat([0.5, -0.5], [100, 50])], 1) * 10
+    with_nan = xyz.copy()
+    with_nan[10] = np.nan
+    for pts in (xyz, xyz[::-1], xyz * np.array([1, -1, 1], np.float32), gaps, xyz[:2],
+                xyz[:3], xyz[:1000], with_nan, np.roll(xyz, 5000, axis=0)):
+        with np.errstate(invalid='ignore'):  # NaN points: turns of NaN (the numpy path)
+            a, b = _both_paths(monkeypatch, lambda pts=pts: scan_order_rows(pts))
+        assert a.dtype == b.dtype == np.int64
+        assert np.array_equal(a, b)
+
+
+def test_pairwise_sum_is_numpys_sum():
+    rng = np.random.default_rng(0)
+    for n in list(range(0, 140)) + [255, 256, 257, 1000, 4099]:
+        for _ in range(5):
+            x = rng.normal(size=n) * 10.0 ** rng.uniform(-3, 6, size=n)
+            assert _pairwise_sum(x) == np.sum(x), n
+
+
+def test_mod_is_numpys_remainder():
+    two_pi = 2 * np.pi
+    rng = np.random.default_rng(1)
+    special = [0.0, -0.0, two_pi, -two_pi, 2 * two_pi, np.nextafter(two_pi, 0),
+               np.nextafter(-two_pi, 0), np.nextafter(2 * two_pi, 0), 1e-300, -1e-300,
+               np.pi, -np.pi, 3 * np.pi, -7 * np.pi, 1e-17, -1e-17]
+    x = np.concatenate([special, rng.uniform(-5 * two_pi, 5 * two_pi, 20000),
+                        rng.normal(0, 1e-12, 1000)])
+    got = np.array([_mod(float(v), two_pi) for v in x])
+    ref = x % two_pi
+    assert np.array_equal(got, ref)
+    assert np.array_equal(np.signbit(got), np.signbit(ref))
+
+
+def test_turn_of_is_numpys_floor_division():
+    rng = np.random.default_rng(2)
+    two_pi = 2 * np.pi
+    start, slack = 1.234, np.radians(1.0)
+    u = np.concatenate([rng.uniform(-10, 500, 20000),
+                        # exactly at and next to the turn boundaries
+                        np.arange(-3, 80) * two_pi + start - slack,
+                        np.nextafter(np.arange(-3, 80) * two_pi + start - slack, -np.inf),
+                        np.nextafter(np.arange(-3, 80) * two_pi + start - slack, np.inf),
+                        [1e9, -1e9]])
+    ref = np.floor((u - start + slack) / two_pi).astype(np.int64)
+    got = np.array([_turn_of(float(v), start, slack) for v in u])
+    assert np.array_equal(got, ref)
+
+
+def test_rasterise_kernel_matches_numpy(monkeypatch):
+    rng = np.random.default_rng(3)
+    n, rows, cols = 5000, 6, 40
+    row = rng.integers(-1, rows, n).astype(np.int32)
+    col = np.where(row >= 0, rng.integers(0, cols, n), -1).astype(np.int32)
+    rng_f = rng.choice(np.float32([1.0, 2.5, 2.5, 7.25, 30.0]), n)  # many ties
+    mask = rng.random(n) < 0.7
+    for m in (None, mask):
+        a, b = _both_paths(monkeypatch, lambda m=m: rasterise(row, col, rng_f, rows, cols, m))
+        assert a.dtype == b.dtype == np.int32
+        assert np.array_equal(a, b)
+    # the nearest point keeps the pixel, the first of equal ranges
+    idx = rasterise(np.zeros(3, np.int32), np.zeros(3, np.int32),
+                    np.float32([5.0, 2.0, 2.0]), 1, 1)
+    assert idx[0, 0] == 1
