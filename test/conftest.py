@@ -92,3 +92,18 @@ def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     else:
         monkeypatch.setenv('DSSEG_JIT', '0')
     return request.param
+
+
+@pytest.fixture
+def both_paths(monkeypatch: pytest.MonkeyPatch):
+    """``both_paths(fn) -> (fn() with the kernels, fn() on the numpy path)``, for tests that
+    compare the two implementations result by result."""
+
+    def run(fn):
+        monkeypatch.setenv('DSSEG_JIT', '1')
+        jit = fn()
+        monkeypatch.setenv('DSSEG_JIT', '0')
+        ref = fn()
+        return jit, ref
+
+    return run

@@ -42,15 +42,6 @@ CAMERAS = {
 }
 
 
-def _both(monkeypatch: pytest.MonkeyPatch, fn):
-    """``fn()`` with the kernels, then with the numpy path."""
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    jit = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    ref = fn()
-    return jit, ref
-
-
 def _assert_same_projection(a: Projection, b: Projection) -> None:
     assert a.point_index.dtype == b.point_index.dtype == np.int64
     assert a.uv.dtype == b.uv.dtype == np.float32 and a.depth.dtype == np.float32
@@ -67,17 +58,17 @@ def _random_cloud(n: int = 50_000, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize('camera', sorted(CAMERAS))
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_project_points_kernel_equals_numpy(monkeypatch, camera: str, dtype) -> None:
+def test_project_points_kernel_equals_numpy(both_paths, camera: str, dtype) -> None:
     pts = _random_cloud().astype(dtype)
     calib = CAMERAS[camera]
     for arr in (pts, pts[:, :3], np.ascontiguousarray(pts[:, :3])):
         for min_depth in (0.5, 3.0):
-            jit, ref = _both(monkeypatch, lambda a=arr, m=min_depth: project_points(a, calib, m))
+            jit, ref = both_paths(lambda a=arr, m=min_depth: project_points(a, calib, m))
             assert len(ref) > 1000
             _assert_same_projection(jit, ref)
 
 
-def test_project_points_kernel_handles_edges(monkeypatch) -> None:
+def test_project_points_kernel_handles_edges(both_paths) -> None:
     """NaN/inf points, points exactly on the image border, an empty cloud, int input."""
     calib = CAMERAS['pinhole']
     u = np.array([0.0, 639.999, 640.0, 320.0, 320.0])
@@ -89,14 +80,14 @@ def test_project_points_kernel_handles_edges(monkeypatch) -> None:
     lidar = (np.linalg.inv(T_OPT) @ cam.T).T[:, :3].astype(np.float32)
     bad = np.array([[np.nan, 0, 0], [np.inf, 0, 0], [5.0, np.nan, 1.0]], np.float32)
     pts = np.concatenate([lidar, bad])
-    jit, ref = _both(monkeypatch, lambda: project_points(pts, calib))
+    jit, ref = both_paths(lambda: project_points(pts, calib))
     _assert_same_projection(jit, ref)
     empty = np.zeros((0, 3), np.float32)
-    jit, ref = _both(monkeypatch, lambda: project_points(empty, calib))
+    jit, ref = both_paths(lambda: project_points(empty, calib))
     _assert_same_projection(jit, ref)
     assert len(jit) == 0
     ints = np.array([[10, 0, 0], [20, 1, 1]], np.int32)
-    jit, ref = _both(monkeypatch, lambda: project_points(ints, calib))
+    jit, ref = both_paths(lambda: project_points(ints, calib))
     _assert_same_projection(jit, ref)
     assert len(jit) == 2
 
@@ -137,9 +128,9 @@ def test_zbuffer_uses_the_kernel(monkeypatch) -> None:
 
 @pytest.mark.parametrize('radius', [0, 1, 3, 7])
 @pytest.mark.parametrize('tolerance', [0.0, 0.1, 0.5])
-def test_zbuffer_kernel_equals_numpy(monkeypatch, radius: int, tolerance: float) -> None:
+def test_zbuffer_kernel_equals_numpy(both_paths, radius: int, tolerance: float) -> None:
     proj = project_points(_random_cloud(80_000, seed=3), CAMERAS['plumb_bob'])
-    jit, ref = _both(monkeypatch, lambda: zbuffer_visible(proj, W, H, radius, tolerance))
+    jit, ref = both_paths(lambda: zbuffer_visible(proj, W, H, radius, tolerance))
     assert jit.dtype == ref.dtype == bool
     np.testing.assert_array_equal(jit, ref)
     if radius:
@@ -147,7 +138,7 @@ def test_zbuffer_kernel_equals_numpy(monkeypatch, radius: int, tolerance: float)
 
 
 @pytest.mark.filterwarnings('ignore:invalid value encountered:RuntimeWarning')
-def test_zbuffer_kernel_ties_nan_and_unsized_projections(monkeypatch) -> None:
+def test_zbuffer_kernel_ties_nan_and_unsized_projections(both_paths) -> None:
     """Equal depths on one pixel, NaN depths (numpy's NaN-propagating minimum), points on the
     image border and a projection without a stored size (clipped to the requested size)."""
     rng = np.random.default_rng(5)
@@ -162,11 +153,11 @@ def test_zbuffer_kernel_ties_nan_and_unsized_projections(monkeypatch) -> None:
     unsized = Projection(np.arange(m), uv, depth)
     for proj in (sized, unsized):
         for radius in (0, 2, 3):
-            jit, ref = _both(monkeypatch, lambda p=proj, r=radius: zbuffer_visible(p, W, H, r))
+            jit, ref = both_paths(lambda p=proj, r=radius: zbuffer_visible(p, W, H, r))
             np.testing.assert_array_equal(jit, ref)
     with_nan = Projection(np.arange(m), uv, np.where(np.arange(m) % 97 == 0, np.nan,
                                                      depth).astype(np.float32), W, H)
-    jit, ref = _both(monkeypatch, lambda: zbuffer_visible(with_nan, W, H))
+    jit, ref = both_paths(lambda: zbuffer_visible(with_nan, W, H))
     np.testing.assert_array_equal(jit, ref)
     assert not ref.all()
 
@@ -186,26 +177,26 @@ def _kitti_scan(kitti_raw_dir: Path, i: int) -> np.ndarray:
                        np.float32).reshape(-1, 4)
 
 
-def test_kernels_equal_numpy_on_kitti_scans(monkeypatch, kitti_raw_dir: Path) -> None:
+def test_kernels_equal_numpy_on_kitti_scans(both_paths, kitti_raw_dir: Path) -> None:
     calib = load_kitti_raw(kitti_raw_dir)
     W_, H_ = calib.camera.size
     for i in (0, 13, 42):
         pts = _kitti_scan(kitti_raw_dir, i)
-        jit, ref = _both(monkeypatch, lambda p=pts: project_points(p, calib))
+        jit, ref = both_paths(lambda p=pts: project_points(p, calib))
         _assert_same_projection(jit, ref)
-        vis = _both(monkeypatch, lambda p=ref: zbuffer_visible(p, W_, H_))
+        vis = both_paths(lambda p=ref: zbuffer_visible(p, W_, H_))
         np.testing.assert_array_equal(*vis)
         assert 10_000 < len(ref) and 0.8 < vis[1].mean() < 1.0
 
 
-def test_kernels_equal_numpy_on_nuscenes(monkeypatch, nuscenes_dir: Path) -> None:
+def test_kernels_equal_numpy_on_nuscenes(both_paths, nuscenes_dir: Path) -> None:
     rig = load_nuscenes_sample(nuscenes_dir / 'calibration.json')
     pts = np.fromfile(glob.glob(str(nuscenes_dir / '*LIDAR_TOP*.pcd.bin'))[0],
                       np.float32).reshape(-1, 5)
     for calib in rig.cameras.values():
-        jit, ref = _both(monkeypatch, lambda c=calib: project_points(pts, c))
+        jit, ref = both_paths(lambda c=calib: project_points(pts, c))
         _assert_same_projection(jit, ref)
         for radius in (3, 12):
-            vis = _both(monkeypatch, lambda p=ref, r=radius, c=calib: zbuffer_visible(
+            vis = both_paths(lambda p=ref, r=radius, c=calib: zbuffer_visible(
                 p, *c.camera.size, radius_px=r))
             np.testing.assert_array_equal(*vis)

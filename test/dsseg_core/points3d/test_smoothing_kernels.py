@@ -25,14 +25,6 @@ CONFIGS = [
 ]
 
 
-def _both(monkeypatch: pytest.MonkeyPatch, fn):
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    jit = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    ref = fn()
-    return jit, ref
-
-
 def _assert_same(a: smoothing.SmoothingResult, b: smoothing.SmoothingResult) -> None:
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.confidence, b.confidence)  # bit-identical
@@ -63,59 +55,59 @@ def _street(n: int = 30_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize('cfg', CONFIGS, ids=range(len(CONFIGS)))
-def test_smooth_labels_kernels_equal_numpy(monkeypatch, cfg: SmoothingConfig) -> None:
+def test_smooth_labels_kernels_equal_numpy(both_paths, cfg: SmoothingConfig) -> None:
     xyz, labels = _street()
     conf = np.random.default_rng(1).uniform(0.2, 1.0, len(xyz)).astype(np.float32)
-    jit, ref = _both(monkeypatch, lambda: smooth_labels(xyz, labels, conf, cfg, num_classes=4))
+    jit, ref = both_paths(lambda: smooth_labels(xyz, labels, conf, cfg, num_classes=4))
     _assert_same(jit, ref)
     assert ref.num_changed > 100
 
 
 @pytest.mark.filterwarnings('ignore:invalid value encountered:RuntimeWarning')
-def test_given_ground_mask_and_non_finite_points(monkeypatch) -> None:
+def test_given_ground_mask_and_non_finite_points(both_paths) -> None:
     xyz, labels = _street(10_000, seed=2)
     mask = xyz[:, 2] < -1.5
     cfg = SmoothingConfig(ground='given')
-    jit, ref = _both(monkeypatch, lambda: smooth_labels(xyz, labels, cfg=cfg, ground_mask=mask,
+    jit, ref = both_paths(lambda: smooth_labels(xyz, labels, cfg=cfg, ground_mask=mask,
                                                         num_classes=4))
     _assert_same(jit, ref)
     bad = xyz.copy()
     bad[::500] = np.nan  # cells of NaN points are undefined: both take the numpy path
-    jit, ref = _both(monkeypatch, lambda: smoothing.voxel_downsample(bad, 0.3))
+    jit, ref = both_paths(lambda: smoothing.voxel_downsample(bad, 0.3))
     np.testing.assert_array_equal(jit[0], ref[0])
     np.testing.assert_array_equal(jit[1], ref[1])
 
 
 @pytest.mark.parametrize('size', [0.05, 0.3, 1.0, 7.0])
-def test_voxel_downsample_kernel_equals_numpy(monkeypatch, size: float) -> None:
+def test_voxel_downsample_kernel_equals_numpy(both_paths, size: float) -> None:
     xyz, _ = _street(20_000, seed=3)
     xyz[:100] = xyz[100:200]  # duplicate points
-    (inv_j, cent_j), (inv_r, cent_r) = _both(monkeypatch, lambda: voxel_downsample(xyz, size))
+    (inv_j, cent_j), (inv_r, cent_r) = both_paths(lambda: voxel_downsample(xyz, size))
     assert inv_j.dtype == inv_r.dtype
     np.testing.assert_array_equal(inv_j, inv_r)  # same numbering (increasing cell key)
     np.testing.assert_array_equal(cent_j, cent_r)  # same float64 sums in point order
     one = np.array([[1.0, 2.0, 3.0]], np.float32)
-    (a, b), (c, d) = _both(monkeypatch, lambda: voxel_downsample(one, size))
+    (a, b), (c, d) = both_paths(lambda: voxel_downsample(one, size))
     np.testing.assert_array_equal(a, c)
     np.testing.assert_array_equal(b, d)
 
 
 @pytest.mark.parametrize('reach', [0.3, 2.4, 9.0])
-def test_active_points_kernel_equals_numpy(monkeypatch, reach: float) -> None:
+def test_active_points_kernel_equals_numpy(both_paths, reach: float) -> None:
     xyz, labels = _street(20_000, seed=4)
     sparse_labels = (labels >= 0) & (np.arange(len(xyz)) % 37 == 0)
-    jit, ref = _both(monkeypatch, lambda: smoothing._active_points(xyz, sparse_labels, reach))
+    jit, ref = both_paths(lambda: smoothing._active_points(xyz, sparse_labels, reach))
     np.testing.assert_array_equal(jit, ref)
     assert 0 < ref.sum() < len(xyz)
     none = np.zeros(len(xyz), bool)
-    jit, ref = _both(monkeypatch, lambda: smoothing._active_points(xyz, none, reach))
+    jit, ref = both_paths(lambda: smoothing._active_points(xyz, none, reach))
     np.testing.assert_array_equal(jit, ref)
     huge = xyz * 1e6  # grid too large: both give None (all points used)
-    jit, ref = _both(monkeypatch, lambda: smoothing._active_points(huge, sparse_labels, 0.01))
+    jit, ref = both_paths(lambda: smoothing._active_points(huge, sparse_labels, 0.01))
     assert jit is None and ref is None
 
 
-def test_sym3_eigenvectors_equal_numpy(monkeypatch) -> None:
+def test_sym3_eigenvectors_equal_numpy(both_paths) -> None:
     rng = np.random.default_rng(6)
     v = 5000
     a = rng.normal(size=(v, 3, 3))
@@ -126,7 +118,7 @@ def test_sym3_eigenvectors_equal_numpy(monkeypatch) -> None:
     comps = [np.ascontiguousarray(c[:, i, j]) for i, j in
              ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))]
     comps[0][300] = np.nan
-    (ej, dj, nj), (er, dr, nr) = _both(monkeypatch, lambda: smoothing._sym3_eig(*comps))
+    (ej, dj, nj), (er, dr, nr) = both_paths(lambda: smoothing._sym3_eig(*comps))
     np.testing.assert_array_equal(ej, er)
     np.testing.assert_array_equal(dj, dr)
     np.testing.assert_array_equal(nj, nr)
@@ -166,7 +158,7 @@ def test_smoothing_uses_the_kernels(monkeypatch) -> None:
     assert calls == []
 
 
-def test_kernels_equal_numpy_on_kitti_transfer(monkeypatch, kitti_raw_dir: Path) -> None:
+def test_kernels_equal_numpy_on_kitti_transfer(both_paths, kitti_raw_dir: Path) -> None:
     """The bench case: labels transferred from a 12-band image, then smoothed."""
     from dsseg_core.calibration import load_kitti_raw
     from dsseg_core.points3d.transfer import CameraView, transfer_labels
@@ -182,18 +174,18 @@ def test_kernels_equal_numpy_on_kitti_transfer(monkeypatch, kitti_raw_dir: Path)
                           np.float32).reshape(-1, 4)[:, :3].copy()
         tr = transfer_labels(xyz, views, min_depth=1.0)
         for cfg in CONFIGS[:3]:
-            jit, ref = _both(monkeypatch, lambda c=cfg, x=xyz, t=tr: smooth_labels(
+            jit, ref = both_paths(lambda c=cfg, x=xyz, t=tr: smooth_labels(
                 x, t.labels, t.confidence, c, num_classes=12))
             _assert_same(jit, ref)
 
 
-def test_kernels_equal_numpy_on_semantickitti(monkeypatch, semantickitti_dir: Path) -> None:
+def test_kernels_equal_numpy_on_semantickitti(both_paths, semantickitti_dir: Path) -> None:
     """Every point labelled (the worst case of the smoothing)."""
     from dsseg_core.semantickitti import load_scan
 
     xyz, _ = load_scan(semantickitti_dir / 'velodyne' / '000000.bin')
     labels = np.random.default_rng(0).integers(-1, 19, len(xyz)).astype(np.int32)
     for cfg in CONFIGS[:2]:
-        jit, ref = _both(monkeypatch, lambda c=cfg: smooth_labels(xyz, labels, cfg=c,
+        jit, ref = both_paths(lambda c=cfg: smooth_labels(xyz, labels, cfg=c,
                                                                   num_classes=19))
         _assert_same(jit, ref)

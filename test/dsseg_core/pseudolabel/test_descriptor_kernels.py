@@ -31,15 +31,6 @@ from dsseg_core.pseudolabel.descriptors.geometric import (
 pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed')
 
 
-def _both(monkeypatch: pytest.MonkeyPatch, fn):
-    """``fn()`` with the kernels, then with the numpy path."""
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    jit = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    ref = fn()
-    return jit, ref
-
-
 @pytest.fixture(scope='module')
 def kitti_frames(sample_bag):
     """3 frames of the sample drive with their segment maps (pipeline up to the masks)."""
@@ -86,7 +77,7 @@ def test_reduceat_sum_is_numpys(seed: int) -> None:
     assert not np.array_equal(got, sequential)  # the summation order matters here
 
 
-def test_geometric_identical_on_kitti(monkeypatch, kitti_frames) -> None:
+def test_geometric_identical_on_kitti(both_paths, kitti_frames) -> None:
     for fr in kitti_frames:
         ns = fr['num_segments']
         seen = np.zeros(ns + 1, bool)
@@ -94,13 +85,13 @@ def test_geometric_identical_on_kitti(monkeypatch, kitti_frames) -> None:
         seen[0] = True
         seg_seen = np.where(seen[fr['segment']], fr['segment'], -1)
         for inten in (fr['intensity'], None):
-            jit, ref = _both(monkeypatch, lambda s=seg_seen, i=inten, f=fr, n=ns:
+            jit, ref = both_paths(lambda s=seg_seen, i=inten, f=fr, n=ns:
                              geometric_descriptors(f['xyz'], s, n, f['ground'], i))
             assert np.isfinite(ref[seen[:ns]]).all()
             np.testing.assert_array_equal(jit, ref)  # bit for bit, NaN rows included
 
 
-def test_geometric_synthetic_edge_cases(monkeypatch) -> None:
+def test_geometric_synthetic_edge_cases(both_paths) -> None:
     rng = np.random.default_rng(1)
     xyz = rng.normal(size=(3000, 3)) * [10, 10, 1]
     seg = rng.integers(-1, 40, 3000)
@@ -110,23 +101,23 @@ def test_geometric_synthetic_edge_cases(monkeypatch) -> None:
                  (xyz.astype(np.float32), seg, 40, None, None),
                  (xyz[:1], seg[:1], 3, None, None),
                  (xyz, np.full(3000, -1), 5, None, None)]:
-        jit, ref = _both(monkeypatch, lambda a=args: geometric_descriptors(*a))
+        jit, ref = both_paths(lambda a=args: geometric_descriptors(*a))
         np.testing.assert_array_equal(jit, ref)
 
 
-def test_ground_cells_match_numpy(monkeypatch) -> None:
+def test_ground_cells_match_numpy(both_paths) -> None:
     rng = np.random.default_rng(2)
     ground = np.column_stack([rng.uniform(-40, 40, 5000), rng.uniform(-30, 30, 5000),
                               rng.normal(-1.7, 0.2, 5000)])
     ground[:100, 2] = np.round(ground[:100, 2], 1)  # ties in z
     query = rng.uniform(-60, 60, (300, 2))
-    jit, ref = _both(monkeypatch, lambda: local_ground_height(query, ground, ground[:, 2], 4.0))
+    jit, ref = both_paths(lambda: local_ground_height(query, ground, ground[:, 2], 4.0))
     np.testing.assert_array_equal(jit, ref)
     # a far outlier makes the dense grid too large: the kernel declines, numpy takes over
     far = np.vstack([ground, [[1e6, 0.0, 5.0]]])
     gx, gy, med = ground_cells_kernel(far, np.ones(len(far), bool), 4.0, 1 << 16)
     assert len(gx) == len(gy) == len(med) == 0
-    jit, ref = _both(monkeypatch, lambda: local_ground_height(query, far, far[:, 2], 4.0))
+    jit, ref = both_paths(lambda: local_ground_height(query, far, far[:, 2], 4.0))
     np.testing.assert_array_equal(jit, ref)
 
 
@@ -167,11 +158,11 @@ def test_fma32_rounds_once() -> None:
     assert np.float32(a * b) + c == np.float32(2 ** -11)
 
 
-def test_colour_sums_match_on_kitti(monkeypatch, kitti_frames) -> None:
+def test_colour_sums_match_on_kitti(both_paths, kitti_frames) -> None:
     exact = _numpy_arithmetic_is_reproduced()
     for fr in kitti_frames:
         for stride in (1, 2, 3):
-            jit, ref = _both(monkeypatch, lambda f=fr, s=stride: colour_statistics(
+            jit, ref = both_paths(lambda f=fr, s=stride: colour_statistics(
                 f['image'], f['seg_map'], f['num_segments'], s))
             np.testing.assert_array_equal(jit.count, ref.count)
             assert ref.count.sum() > 10_000 / stride ** 2
@@ -183,7 +174,7 @@ def test_colour_sums_match_on_kitti(monkeypatch, kitti_frames) -> None:
                 np.testing.assert_array_equal(jit.features(), ref.features())
 
 
-def test_colour_edges_and_dtypes(monkeypatch) -> None:
+def test_colour_edges_and_dtypes(both_paths) -> None:
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, (23, 31, 3)).astype(np.uint8)
     seg = rng.integers(-1, 6, (23, 31))
@@ -192,7 +183,7 @@ def test_colour_edges_and_dtypes(monkeypatch) -> None:
     cases = [(img, seg, 5, 1), (img, seg, 5, 2), (img.astype(np.float64) * 1.5, seg, 5, 1),
              (img[..., 0], seg, 6, 1), (img, np.full((23, 31), -1), 4, 1)]
     for args in cases:
-        jit, ref = _both(monkeypatch, lambda a=args: colour_statistics(*a))
+        jit, ref = both_paths(lambda a=args: colour_statistics(*a))
         np.testing.assert_array_equal(jit.count, ref.count)
         np.testing.assert_allclose(jit.total, ref.total, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(jit.total_sq, ref.total_sq, rtol=1e-6, atol=1e-6)
