@@ -74,4 +74,9 @@ def njit(fn: F) -> F:
     """Compile ``fn`` with numba (nopython, cached, GIL released) when numba is installed."""
     if _numba is None:  # pragma: no cover
         return fn
-    return _numba.njit(cache=True, nogil=True)(fn)
+    try:
+        return _numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as err:  # no writable cache folder anywhere (read-only home and site)
+        log.warning('numba cannot cache %s (%s): compiling it in memory at every start; set '
+                    'NUMBA_CACHE_DIR to a writable folder', fn.__qualname__, err)
+        return _numba.njit(cache=False, nogil=True)(fn)

@@ -44,3 +44,27 @@ def test_cache_dir_follows_the_sources(monkeypatch: pytest.MonkeyPatch, tmp_path
         import numba
 
         assert numba.config.CACHE_DIR.endswith(f'numba-{digest}')
+
+
+def test_unwritable_cache_falls_back_to_in_memory_compilation(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    if not HAVE_NUMBA:
+        pytest.skip('numba is not installed')
+    import numba
+
+    real = numba.njit
+
+    def no_cache(*args, **kwargs):
+        if kwargs.get('cache'):
+            def refuse(fn):
+                raise RuntimeError(f'cannot cache function {fn.__name__!r}: no locator available')
+            return refuse
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, 'njit', no_cache)
+
+    @njit
+    def twice(x: float) -> float:
+        return 2.0 * x
+
+    assert twice(21.0) == 42.0

@@ -69,7 +69,7 @@ def test_given_ground_mask_and_non_finite_points(both_paths) -> None:
     mask = xyz[:, 2] < -1.5
     cfg = SmoothingConfig(ground='given')
     jit, ref = both_paths(lambda: smooth_labels(xyz, labels, cfg=cfg, ground_mask=mask,
-                                                        num_classes=4))
+                                                num_classes=4))
     _assert_same(jit, ref)
     bad = xyz.copy()
     bad[::500] = np.nan  # cells of NaN points are undefined: both take the numpy path
@@ -187,5 +187,5 @@ def test_kernels_equal_numpy_on_semantickitti(both_paths, semantickitti_dir: Pat
     labels = np.random.default_rng(0).integers(-1, 19, len(xyz)).astype(np.int32)
     for cfg in CONFIGS[:2]:
         jit, ref = both_paths(lambda c=cfg: smooth_labels(xyz, labels, cfg=c,
-                                                                  num_classes=19))
+                                                          num_classes=19))
         _assert_same(jit, ref)

@@ -86,7 +86,7 @@ def test_geometric_identical_on_kitti(both_paths, kitti_frames) -> None:
         seg_seen = np.where(seen[fr['segment']], fr['segment'], -1)
         for inten in (fr['intensity'], None):
             jit, ref = both_paths(lambda s=seg_seen, i=inten, f=fr, n=ns:
-                             geometric_descriptors(f['xyz'], s, n, f['ground'], i))
+                                  geometric_descriptors(f['xyz'], s, n, f['ground'], i))
             assert np.isfinite(ref[seen[:ns]]).all()
             np.testing.assert_array_equal(jit, ref)  # bit for bit, NaN rows included
 
