@@ -105,12 +105,10 @@ def _warm_up_kernels(bag: str, cfg, frames_cfg) -> None:  # noqa: ANN001
     if not jit_enabled():
         return
     one = frames_cfg.model_copy(update={'max_frames': 1})
-    for frame in iter_bag_frames(bag, one):
-        result = process_frame(frame, cfg)
+    for frame in iter_bag_frames(bag, one):  # pass 1 of one frame: segments, masks, images
+        process_frame(frame, cfg)
         for cam in frame.cameras:
-            encode_png(cam.image)
-        for seg_map in result.seg_maps.values():
-            encode_png(seg_map.clip(0, 254).astype('uint8'))
+            encode_png(cam.image)  # label images are written by the parent (pass 2)
 
 
 def _run_workers(args: argparse.Namespace, cfg, frames_cfg) -> None:  # noqa: ANN001

@@ -32,32 +32,9 @@ pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed')
 
 
 @pytest.fixture(scope='module')
-def kitti_frames(sample_bag):
+def kitti_frames(sample_segmented_frames):
     """3 frames of the sample drive with their segment maps (pipeline up to the masks)."""
-    from dsseg_core.frames import FramesConfig
-    from dsseg_core.projection import project_points, zbuffer_visible
-    from dsseg_core.pseudolabel.pipeline import PseudoLabelConfig, iter_bag_frames, segment_scan
-    from dsseg_core.pseudolabel.segment_masks import segment_mask_image
-
-    cfg = PseudoLabelConfig()
-    out = []
-    for i, fr in enumerate(iter_bag_frames(sample_bag, FramesConfig(max_frames=12))):
-        if i % 5:
-            continue
-        xyz = np.asarray(fr.xyz, np.float32)
-        ground, segment = segment_scan(xyz, fr.ring, cfg)
-        cam = fr.cameras[0]
-        h, w = cam.image.shape[:2]
-        proj = project_points(xyz, cam.calib, min_depth=cfg.min_depth)
-        proj = proj.subset(zbuffer_visible(proj, w, h, cfg.visibility_radius_px,
-                                           cfg.visibility_depth_tolerance))
-        seg_map = segment_mask_image(proj.uv, proj.depth, segment[proj.point_index], w, h,
-                                     cam.calib.camera.fx, cfg.masks)
-        out.append({'xyz': xyz, 'intensity': fr.intensity, 'ground': ground,
-                    'segment': segment, 'image': cam.image, 'seg_map': seg_map,
-                    'num_segments': int(segment.max()) + 1})
-    assert len(out) == 3
-    return out
+    return sample_segmented_frames
 
 
 # ------------------------------------------------------------------------------ geometric

@@ -20,28 +20,10 @@ pytestmark = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed')
 
 
 @pytest.fixture(scope='module')
-def kitti_masks_inputs(sample_bag):
+def kitti_masks_inputs(sample_segmented_frames):
     """Projected, visible, segmented points of 3 frames of the sample drive."""
-    from dsseg_core.frames import FramesConfig
-    from dsseg_core.projection import project_points, zbuffer_visible
-    from dsseg_core.pseudolabel.pipeline import PseudoLabelConfig, iter_bag_frames, segment_scan
-
-    cfg = PseudoLabelConfig()
-    out = []
-    for i, fr in enumerate(iter_bag_frames(sample_bag, FramesConfig(max_frames=12))):
-        if i % 5:
-            continue
-        xyz = np.asarray(fr.xyz, np.float32)
-        _, segment = segment_scan(xyz, fr.ring, cfg)
-        cam = fr.cameras[0]
-        h, w = cam.image.shape[:2]
-        proj = project_points(xyz, cam.calib, min_depth=cfg.min_depth)
-        proj = proj.subset(zbuffer_visible(proj, w, h, cfg.visibility_radius_px,
-                                           cfg.visibility_depth_tolerance))
-        out.append((proj.uv, proj.depth, segment[proj.point_index], w, h, cam.calib.camera.fx,
-                    segment.max() + 1))
-    assert len(out) == 3
-    return out
+    return [(f['uv'], f['depth'], f['point_segment'], f['width'], f['height'], f['fx'],
+             f['num_segments']) for f in sample_segmented_frames]
 
 
 @pytest.mark.parametrize('guard_px', [0, 1, 3, 6])
