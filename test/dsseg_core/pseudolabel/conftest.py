@@ -7,6 +7,15 @@ import pytest
 
 
 @pytest.fixture(scope='session')
+def sample_scans(sample_bag) -> list[np.ndarray]:
+    """The 20 scans (N, 3) of the sample drive."""
+    from dsseg_core.frames import FramesConfig
+    from dsseg_core.pseudolabel.pipeline import iter_bag_frames
+
+    return [fr.xyz for fr in iter_bag_frames(sample_bag, FramesConfig())]
+
+
+@pytest.fixture(scope='session')
 def sample_segmented_frames(sample_bag) -> list[dict]:
     """Frames 0, 5 and 10 of the sample drive run through the pipeline up to the segment maps:
     scan, ground, segments, the camera's visible projected points and the segment map."""

@@ -170,17 +170,8 @@ CONFIGS = [
 ]
 
 
-def _both_paths(monkeypatch, fn):
-    """``(kernel result, numpy result)`` of ``fn()``."""
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    a = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    b = fn()
-    return a, b
-
-
-def _assert_same_ground(monkeypatch, xyz, ri, cfg):
-    a, b = _both_paths(monkeypatch, lambda: ground_from_range_image(xyz, ri, cfg))
+def _assert_same_ground(both_paths, xyz, ri, cfg):
+    a, b = both_paths(lambda: ground_from_range_image(xyz, ri, cfg))
     assert a.dtype == b.dtype == bool and a.shape == b.shape
     assert np.array_equal(a, b), f'{(a != b).sum()} points differ ({cfg})'
     return a
@@ -203,46 +194,38 @@ def _simulated():
 
 @needs_numba
 @pytest.mark.parametrize('name', [s[0] for s in _simulated()])
-def test_kernel_matches_numpy_on_simulated_scans(monkeypatch, name):
+def test_kernel_matches_numpy_on_simulated_scans(both_paths, name):
     _, xyz, ring = next(s for s in _simulated() if s[0] == name)
     ri = build_range_image(xyz, ring, RI)
     for cfg in CONFIGS:
-        _assert_same_ground(monkeypatch, xyz, ri, cfg)
-
-
-@pytest.fixture(scope='module')
-def sample_scans(sample_bag):
-    from dsseg_core.frames import FramesConfig
-    from dsseg_core.pseudolabel.pipeline import iter_bag_frames
-
-    return [fr.xyz for fr in iter_bag_frames(sample_bag, FramesConfig())]
+        _assert_same_ground(both_paths, xyz, ri, cfg)
 
 
 @needs_numba
-def test_kernel_matches_numpy_on_the_sample_bag(monkeypatch, sample_scans):
+def test_kernel_matches_numpy_on_the_sample_bag(both_paths, sample_scans):
     assert len(sample_scans) == 20
     for k, xyz in enumerate(sample_scans):
         ri = build_range_image(xyz)
-        ground = _assert_same_ground(monkeypatch, xyz, ri, GroundConfig())
+        ground = _assert_same_ground(both_paths, xyz, ri, GroundConfig())
         assert 0.2 < ground.mean() < 0.8
         if k % 5 == 0:
             for cfg in CONFIGS[1:]:
-                _assert_same_ground(monkeypatch, xyz, ri, cfg)
+                _assert_same_ground(both_paths, xyz, ri, cfg)
 
 
 @needs_numba
-def test_kernel_matches_numpy_on_real_scans(monkeypatch, semantickitti_dir, nuscenes_dir):
+def test_kernel_matches_numpy_on_real_scans(both_paths, semantickitti_dir, nuscenes_dir):
     from dsseg_core.semantickitti import load_scan
 
     xyz, _ = load_scan(semantickitti_dir / 'velodyne' / '000000.bin')
     for ri_cfg in (RangeImageConfig(), RangeImageConfig(row_method='elevation')):
         ri = build_range_image(xyz, None, ri_cfg)
         for cfg in CONFIGS:
-            _assert_same_ground(monkeypatch, xyz, ri, cfg)
+            _assert_same_ground(both_paths, xyz, ri, cfg)
     pts = np.fromfile(next(nuscenes_dir.glob('*LIDAR_TOP*.pcd.bin')), np.float32).reshape(-1, 5)
     ri = build_range_image(pts[:, :3], pts[:, 4].astype(int), RangeImageConfig(width=1024))
     for cfg in CONFIGS:
-        _assert_same_ground(monkeypatch, pts[:, :3], ri, cfg)
+        _assert_same_ground(both_paths, pts[:, :3], ri, cfg)
 
 
 @needs_numba

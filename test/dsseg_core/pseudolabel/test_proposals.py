@@ -190,23 +190,14 @@ needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed:
                                  'numpy path exists, there is nothing to compare')
 
 
-def _both_paths(monkeypatch, fn):
-    """``(kernel result, numpy result)`` of ``fn()``."""
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    a = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    b = fn()
-    return a, b
-
-
 def _assert_same(a, b):
     assert a.dtype == b.dtype and a.shape == b.shape
     assert np.array_equal(a, b), f'{(a != b).sum()} of {a.size} values differ'
 
 
-def _assert_same_proposals(monkeypatch, xyz, ground, ri, cfg):
-    a, b = _both_paths(monkeypatch, lambda: segment_proposals(xyz, ground, None, cfg,
-                                                              range_image=ri))
+def _assert_same_proposals(both_paths, xyz, ground, ri, cfg):
+    a, b = both_paths(lambda: segment_proposals(xyz, ground, None, cfg,
+                                                range_image=ri))
     _assert_same(a, b)
     return a
 
@@ -221,7 +212,7 @@ SEGMENT_CONFIGS = [
 
 @needs_numba
 @pytest.mark.parametrize('use_ring', [True, False])
-def test_kernels_match_numpy_on_simulated_scans(monkeypatch, use_ring):
+def test_kernels_match_numpy_on_simulated_scans(both_paths, use_ring):
     xyz, ring, truth = simulate_scan(STREET, num_beams=32, num_azimuth=1024, noise=0.02)
     bad = xyz.copy()
     bad[::50] = np.nan
@@ -231,49 +222,41 @@ def test_kernels_match_numpy_on_simulated_scans(monkeypatch, use_ring):
                            (xyz.astype(np.float64), ring, np.zeros(len(xyz), bool))):
         ri = build_range_image(pts, r if use_ring else None, RI)
         for cfg in SEGMENT_CONFIGS:
-            _assert_same_proposals(monkeypatch, pts, ground, ri, cfg)
-
-
-@pytest.fixture(scope='module')
-def sample_scans(sample_bag):
-    from dsseg_core.frames import FramesConfig
-    from dsseg_core.pseudolabel.pipeline import iter_bag_frames
-
-    return [fr.xyz for fr in iter_bag_frames(sample_bag, FramesConfig())]
+            _assert_same_proposals(both_paths, pts, ground, ri, cfg)
 
 
 @needs_numba
-def test_kernels_match_numpy_on_the_sample_bag(monkeypatch, sample_scans):
+def test_kernels_match_numpy_on_the_sample_bag(both_paths, sample_scans):
     assert len(sample_scans) == 20
     for k, xyz in enumerate(sample_scans):
-        a, b = _both_paths(monkeypatch, lambda xyz=xyz: compute_proposals(xyz))
+        a, b = both_paths(lambda xyz=xyz: compute_proposals(xyz))
         _assert_same(a.ground, b.ground)
         _assert_same(a.segments, b.segments)
         assert a.num_segments > 50
         if k % 5 == 0:
             for cfg in SEGMENT_CONFIGS[1:]:
-                _assert_same_proposals(monkeypatch, xyz, a.ground, a.range_image, cfg)
+                _assert_same_proposals(both_paths, xyz, a.ground, a.range_image, cfg)
 
 
 @needs_numba
-def test_kernels_match_numpy_on_semantickitti(monkeypatch, semantickitti_dir):
+def test_kernels_match_numpy_on_semantickitti(both_paths, semantickitti_dir):
     from dsseg_core.semantickitti import load_scan
 
     xyz, _ = load_scan(semantickitti_dir / 'velodyne' / '000000.bin')
-    a, b = _both_paths(monkeypatch, lambda: compute_proposals(xyz))
+    a, b = both_paths(lambda: compute_proposals(xyz))
     _assert_same(a.ground, b.ground)
     _assert_same(a.segments, b.segments)
     for cfg in SEGMENT_CONFIGS[1:]:
-        _assert_same_proposals(monkeypatch, xyz, a.ground, a.range_image, cfg)
+        _assert_same_proposals(both_paths, xyz, a.ground, a.range_image, cfg)
 
 
 @needs_numba
-def test_segments_kernel_numbers_components_like_scipy(monkeypatch, sample_scans):
+def test_segments_kernel_numbers_components_like_scipy(both_paths, sample_scans):
     xyz = sample_scans[0]
     ri = build_range_image(xyz)
     ground = segment_ground(xyz, None, range_image=ri)
     cand = ~ground & (np.linalg.norm(xyz, axis=1) <= 50.0)
-    a, b = _both_paths(monkeypatch, lambda: _range_image_segments(
+    a, b = both_paths(lambda: _range_image_segments(
         xyz.astype(np.float64), cand, ri, ProposalConfig()))
     assert a.dtype == b.dtype == np.int64
     assert np.array_equal(a, b)  # the raw component ids, before any renumbering
@@ -281,7 +264,7 @@ def test_segments_kernel_numbers_components_like_scipy(monkeypatch, sample_scans
 
 
 @needs_numba
-def test_fill_kernel_matches_the_kd_tree(monkeypatch):
+def test_fill_kernel_matches_the_kd_tree(both_paths):
     rng = np.random.default_rng(4)
     n, rows, cols = 6000, 16, 64
     xyz = rng.uniform(-6, 6, (n, 3))
@@ -294,17 +277,17 @@ def test_fill_kernel_matches_the_kd_tree(monkeypatch):
                     col_of_point=col)
     for radius in (0.3, 0.5, 1.0, 2.0):
         for window in (0, 1, 3):
-            a, b = _both_paths(monkeypatch, lambda radius=radius, window=window: _fill_nearest(
+            a, b = both_paths(lambda radius=radius, window=window: _fill_nearest(
                 xyz, labels, todo, radius, ri, window))
             _assert_same(a, b)
             assert (a != labels).any()
     # a dense lattice: many nearest segments at exactly equal distances (the KD-tree decides)
     lattice = np.round(rng.uniform(-1, 1, (n, 3)), 1)
-    a, b = _both_paths(monkeypatch, lambda: _fill_nearest(lattice, labels, todo, 0.15, ri, 40))
+    a, b = both_paths(lambda: _fill_nearest(lattice, labels, todo, 0.15, ri, 40))
     _assert_same(a, b)
     assert (a != labels).sum() > 500
     # a radius far below the coordinates' scale: the kernel hands over to the KD-tree
-    a, b = _both_paths(monkeypatch, lambda: _fill_nearest(xyz * 1e6, labels, todo, 1e-3, ri))
+    a, b = both_paths(lambda: _fill_nearest(xyz * 1e6, labels, todo, 1e-3, ri))
     _assert_same(a, b)
     # a point at exactly the radius is not filled (the KD-tree's strict bound)
     two = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.5, 0.0, 0.25]])
@@ -312,20 +295,20 @@ def test_fill_kernel_matches_the_kd_tree(monkeypatch):
     small = RangeImage(rows=1, cols=8, index=np.full((1, 8), -1, np.int32),
                        range=np.zeros((1, 8), np.float32), row_of_point=np.zeros(3, np.int32),
                        col_of_point=np.zeros(3, np.int32))
-    a, b = _both_paths(monkeypatch, lambda: _fill_nearest(two, lab, np.ones(3, bool), 0.5,
-                                                          small))
+    a, b = both_paths(lambda: _fill_nearest(two, lab, np.ones(3, bool), 0.5,
+                                            small))
     _assert_same(a, b)
     assert a.tolist() == [-1, 7, 7]
 
 
 @pytest.mark.parametrize('seed', range(4))
-def test_filter_segments_kernel_matches_numpy(monkeypatch, seed):
+def test_filter_segments_kernel_matches_numpy(both_paths, seed):
     rng = np.random.default_rng(seed)
     top = [50, 5000, 10**9, 2**40][seed]
     labels = np.where(rng.random(3000) < 0.7, rng.integers(0, top, 3000), -1)
     labels[:400] = rng.integers(0, 5, 400)  # a few big segments
     for lo, hi in ((1, 10**6), (3, 100), (20, 300)):
-        a, b = _both_paths(monkeypatch, lambda lo=lo, hi=hi: filter_segments(labels, lo, hi))
+        a, b = both_paths(lambda lo=lo, hi=hi: filter_segments(labels, lo, hi))
         _assert_same(a, b)
-    a, b = _both_paths(monkeypatch, lambda: filter_segments(labels.astype(np.int32), 2, 99))
+    a, b = both_paths(lambda: filter_segments(labels.astype(np.int32), 2, 99))
     _assert_same(a, b)

@@ -208,15 +208,6 @@ needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason='numba is not installed:
                                  'numpy path exists, there is nothing to compare')
 
 
-def _both_paths(monkeypatch, fn):
-    """``(kernel result, numpy result)`` of ``fn()``."""
-    monkeypatch.setenv('DSSEG_JIT', '1')
-    a = fn()
-    monkeypatch.setenv('DSSEG_JIT', '0')
-    b = fn()
-    return a, b
-
-
 def _assert_same_image(a, b):
     assert (a.rows, a.cols, a.row_source) == (b.rows, b.cols, b.row_source)
     for f in fields(RangeImage):
@@ -255,35 +246,27 @@ def _scenes():
 
 @needs_numba
 @pytest.mark.parametrize('name', [s[0] for s in _scenes()])
-def test_kernels_match_numpy_on_simulated_scans(monkeypatch, name):
+def test_kernels_match_numpy_on_simulated_scans(both_paths, name):
     _, xyz, ring, cfg = next(s for s in _scenes() if s[0] == name)
-    a, b = _both_paths(monkeypatch, lambda: build_range_image(xyz, ring, cfg))
+    a, b = both_paths(lambda: build_range_image(xyz, ring, cfg))
     _assert_same_image(a, b)
 
 
-@pytest.fixture(scope='module')
-def sample_scans(sample_bag):
-    from dsseg_core.frames import FramesConfig
-    from dsseg_core.pseudolabel.pipeline import iter_bag_frames
-
-    return [fr.xyz for fr in iter_bag_frames(sample_bag, FramesConfig())]
-
-
 @needs_numba
-def test_kernels_match_numpy_on_the_sample_bag(monkeypatch, sample_scans):
+def test_kernels_match_numpy_on_the_sample_bag(both_paths, sample_scans):
     assert len(sample_scans) == 20
     for xyz in sample_scans:
         for cfg in (RangeImageConfig(), RangeImageConfig(num_rows=64)):
-            a, b = _both_paths(monkeypatch, lambda xyz=xyz, cfg=cfg: build_range_image(
-                xyz, None, cfg))
+            a, b = both_paths(lambda xyz=xyz, cfg=cfg: build_range_image(
+                                                                         xyz, None, cfg))
             assert a.row_source == 'scan_order'
             _assert_same_image(a, b)
-            t1, t2 = _both_paths(monkeypatch, lambda xyz=xyz: scan_order_rows(xyz))
+            t1, t2 = both_paths(lambda xyz=xyz: scan_order_rows(xyz))
             assert np.array_equal(t1, t2)
 
 
 @needs_numba
-def test_kernels_match_numpy_on_real_scans(monkeypatch, semantickitti_dir, kitti_raw_dir,
+def test_kernels_match_numpy_on_real_scans(both_paths, semantickitti_dir, kitti_raw_dir,
                                            nuscenes_dir):
     from dsseg_core.semantickitti import load_scan
 
@@ -296,13 +279,13 @@ def test_kernels_match_numpy_on_real_scans(monkeypatch, semantickitti_dir, kitti
               (np.ascontiguousarray(pts[:, :3]), None)]
     for xyz, ring in scans:
         for cfg in (RangeImageConfig(), RangeImageConfig(row_method='elevation')):
-            a, b = _both_paths(monkeypatch, lambda xyz=xyz, ring=ring, cfg=cfg:
-                               build_range_image(xyz, ring, cfg))
+            a, b = both_paths(lambda xyz=xyz, ring=ring, cfg=cfg:
+                              build_range_image(xyz, ring, cfg))
             _assert_same_image(a, b)
 
 
 @needs_numba
-def test_scan_order_rows_kernel_matches_numpy(monkeypatch):
+def test_scan_order_rows_kernel_matches_numpy(both_paths):
     xyz, _, _ = simulate_scan(STREET, num_beams=32, num_azimuth=1024)
     az = np.concatenate([np.linspace(0, 2 * np.pi, 100, endpoint=False),
                          np.linspace(0, np.pi / 2, 25), np.linspace(1.5 * np.pi, 2 * np.pi, 25,
@@ -313,7 +296,7 @@ def test_scan_order_rows_kernel_matches_numpy(monkeypatch):
     for pts in (xyz, xyz[::-1], xyz * np.array([1, -1, 1], np.float32), gaps, xyz[:2],
                 xyz[:3], xyz[:1000], with_nan, np.roll(xyz, 5000, axis=0)):
         with np.errstate(invalid='ignore'):  # NaN points: turns of NaN (the numpy path)
-            a, b = _both_paths(monkeypatch, lambda pts=pts: scan_order_rows(pts))
+            a, b = both_paths(lambda pts=pts: scan_order_rows(pts))
         assert a.dtype == b.dtype == np.int64
         assert np.array_equal(a, b)
 
@@ -355,7 +338,7 @@ def test_turn_of_is_numpys_floor_division():
     assert np.array_equal(got, ref)
 
 
-def test_rasterise_kernel_matches_numpy(monkeypatch):
+def test_rasterise_kernel_matches_numpy(both_paths):
     rng = np.random.default_rng(3)
     n, rows, cols = 5000, 6, 40
     row = rng.integers(-1, rows, n).astype(np.int32)
@@ -363,7 +346,7 @@ def test_rasterise_kernel_matches_numpy(monkeypatch):
     rng_f = rng.choice(np.float32([1.0, 2.5, 2.5, 7.25, 30.0]), n)  # many ties
     mask = rng.random(n) < 0.7
     for m in (None, mask):
-        a, b = _both_paths(monkeypatch, lambda m=m: rasterise(row, col, rng_f, rows, cols, m))
+        a, b = both_paths(lambda m=m: rasterise(row, col, rng_f, rows, cols, m))
         assert a.dtype == b.dtype == np.int32
         assert np.array_equal(a, b)
     # the nearest point keeps the pixel, the first of equal ranges
