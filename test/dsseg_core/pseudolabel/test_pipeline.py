@@ -79,11 +79,8 @@ def test_run_writes_readable_dataset(tmp_path) -> None:
     assert 'synthetic.mcap' in meta and 'ground_class: 0' in meta
 
 
-def test_interrupted_run_resumes_to_identical_output(tmp_path) -> None:
-    ref = tmp_path / 'ref'
-    run_pseudo_label(_frames(), ref, _cfg())
-
-    out = tmp_path / 'resumed'
+def _interrupt_after_two_frames(out) -> None:
+    """A run into ``out`` stopped by Ctrl-C after its second frame."""
 
     def boom(count: int, key: str) -> None:
         if count == 2:
@@ -91,6 +88,14 @@ def test_interrupted_run_resumes_to_identical_output(tmp_path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run_pseudo_label(_frames(), out, _cfg(), on_frame=boom)
+
+
+def test_interrupted_run_resumes_to_identical_output(tmp_path) -> None:
+    ref = tmp_path / 'ref'
+    run_pseudo_label(_frames(), ref, _cfg())
+
+    out = tmp_path / 'resumed'
+    _interrupt_after_two_frames(out)
     assert len(list((out / 'work' / 'frames').glob('*.npz'))) == 2
     assert not (out / 'index.jsonl').exists()
     with pytest.raises(DatasetError, match='--resume'):
@@ -220,13 +225,7 @@ def test_resume_ignores_stale_temporaries_and_recomputes_corrupt_caches(tmp_path
     ref = tmp_path / 'ref'
     run_pseudo_label(_frames(), ref, _cfg())
     out = tmp_path / 'resumed'
-
-    def boom(count: int, key: str) -> None:
-        if count == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_pseudo_label(_frames(), out, _cfg(), on_frame=boom)
+    _interrupt_after_two_frames(out)
     frames = out / 'work' / 'frames'
     caches = sorted(frames.glob('*.npz'))
     assert len(caches) == 2
