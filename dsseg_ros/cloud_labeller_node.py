@@ -435,7 +435,7 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         self.pub = self.create_publisher(PointCloud2, '~/labelled_cloud', OUTPUT_DEPTH)
         self.worker: DropOldestWorker = self.add_worker(DropOldestWorker(
             self._process, maxlen=cfg.queue_size, name='label', on_error=self._on_error))
-        self._slot_topics = [cfg.cloud_topic]
+        self._slot_topics = [self.resolve_topic_name(cfg.cloud_topic)]  # for messages
         self._subs = [self.create_subscription(
             PointCloud2, cfg.cloud_topic, lambda m: self._offer(0, m), SENSOR_QOS, raw=True)]
         for index, (kind, name) in enumerate(self._slots):
@@ -443,7 +443,7 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
                 continue
             cam = cfg.cameras[name]
             topic = cam.mask_topic if kind == 'mask' else cam.confidence_topic
-            self._slot_topics.append(topic)
+            self._slot_topics.append(self.resolve_topic_name(topic))
             self._subs.append(self.create_subscription(
                 Image, topic, lambda m, i=index: self._offer(i, m), SENSOR_QOS, raw=True))
         for name, cam in cfg.cameras.items():
@@ -481,7 +481,7 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         (or a message object, e.g. from a tool calling this directly)."""
         if isinstance(msg, bytes):
             try:
-                stamp = header_stamp_ns(msg, self.resolve_topic_name(self._slot_topics[index]))
+                stamp = header_stamp_ns(msg, self._slot_topics[index])
             except MessageError as err:
                 self.warn('bad_message', str(err))
                 return
@@ -574,7 +574,7 @@ class CloudLabellerNode(DssegNode[CloudLabellerConfig]):
         if not isinstance(msg, bytes):
             return msg
         msgtype = 'sensor_msgs/msg/PointCloud2' if index == 0 else 'sensor_msgs/msg/Image'
-        return deserialize(msg, msgtype, self.resolve_topic_name(self._slot_topics[index]))
+        return deserialize(msg, msgtype, self._slot_topics[index])
 
     def _process(self, msgs: list[Any] | _StudentOnly) -> None:
         cfg = self.config

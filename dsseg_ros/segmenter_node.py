@@ -67,6 +67,7 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
         msg_type = CompressedImage if cfg.transport == 'compressed' else Image
         self._image_msgtype = ('sensor_msgs/msg/CompressedImage' if cfg.transport == 'compressed'
                                else 'sensor_msgs/msg/Image')
+        self._image_topic = self.resolve_topic_name(cfg.image_topic)  # names bad messages
         self.sub_image = self.create_subscription(msg_type, cfg.image_topic, self._on_image,
                                                   SENSOR_QOS, raw=True)
         self.sub_info = self.create_subscription(CameraInfo, cfg.camera_info_topic,
@@ -137,8 +138,7 @@ class SegmenterNode(DssegNode[SegmenterNodeConfig]):
 
         cfg = self.config
         if isinstance(msg, bytes):  # the raw subscription
-            msg = deserialize(msg, self._image_msgtype,
-                              self.resolve_topic_name(cfg.image_topic))
+            msg = deserialize(msg, self._image_msgtype, self._image_topic)
         rgb = decode_image(msg)
         with self._predictor_lock:
             predictor = self.predictor
