@@ -47,6 +47,9 @@ PY
 
 stage 'calibration check: LiDAR on camera' \
   dsseg frames "$BAG" --out "$OUT/frames" --max-frames 4
+echo
+echo '(The first run on a machine compiles dsseg'"'"'s numba kernels as they are first used, about a'
+echo ' minute in all, mostly in the next step; they are cached in ~/.cache/dsseg for later runs.)'
 stage 'pseudo-labels (ground + proposals + k-means)' \
   dsseg pseudo-label "$BAG" --out "$OUT/dataset" --config "$CFG"
 stage 'pseudo-class gallery' \
